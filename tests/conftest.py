@@ -1,0 +1,129 @@
+"""Shared test helpers: a started server, pumping with deadlines, client threads.
+
+Tests never sleep to synchronise: they pump the server (or wait on an event)
+until a condition holds, and fail with a clear message at a deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+import pytest
+
+from wsserver import Client, Server
+
+DEADLINE = 10.0
+
+
+def pump_until(server: Server, condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> None:
+    """Poll ``server`` on this thread until ``condition()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        server.poll(0.01)
+
+
+class Worker(threading.Thread):
+    """Runs ``fn(*args)`` on a thread and keeps its result or exception."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.args = fn, args
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as exc:  # handed to the test thread by outcome()
+            self.error = exc
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def run_client(server: Server, fn: Callable[..., Any], *args: Any, timeout: float = DEADLINE) -> Any:
+    """Run a blocking client ``fn(*args)`` on a thread while this thread pumps
+    the server; return what it returned (or raise what it raised)."""
+    worker = Worker(fn, *args)
+    worker.start()
+    pump_until(server, lambda: not worker.is_alive(), timeout, f"client {fn.__name__}")
+    return worker.outcome()
+
+
+class Recorder:
+    """Records every callback of a server, and checks the invariants that
+    must hold whatever happened: on_client_closed ran exactly once for each
+    client that on_open ran for, and for no other."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.opened: list[Client] = []
+        self.messages: list[tuple[Client, Any]] = []
+        self.closes: list[tuple[Client, int, str]] = []
+        self.closed: Counter[int] = Counter()
+        self.errors: list[tuple[Client | None, BaseException]] = []
+        self.thread_ids: set[int] = set()
+        server.on_open = self._on_open
+        server.on_message = self._on_message
+        server.on_close = self._on_close
+        server.on_client_closed = self._on_client_closed
+        server.on_error = self._on_error
+
+    def _seen(self) -> None:
+        self.thread_ids.add(threading.get_ident())
+
+    def _on_open(self, client: Client) -> None:
+        self._seen()
+        self.opened.append(client)
+
+    def _on_message(self, client: Client, message: Any) -> None:
+        self._seen()
+        self.messages.append((client, message))
+
+    def _on_close(self, client: Client, code: int, reason: str) -> None:
+        self._seen()
+        self.closes.append((client, code, reason))
+
+    def _on_client_closed(self, client: Client) -> None:
+        self._seen()
+        self.closed[client.id] += 1
+
+    def _on_error(self, client: Client | None, exc: BaseException) -> None:
+        self._seen()
+        self.errors.append((client, exc))
+
+    def all_closed(self) -> bool:
+        return len(self.closed) == len(self.opened) and self.server.client_count() == 0
+
+    def check_invariants(self) -> None:
+        opened_ids = {c.id for c in self.opened}
+        assert len(opened_ids) == len(self.opened), "on_open ran twice for a client"
+        assert set(self.closed) == opened_ids, "on_client_closed did not run for exactly the opened clients"
+        assert all(n == 1 for n in self.closed.values()), f"on_client_closed ran more than once: {self.closed}"
+        assert self.server.client_count() == 0
+
+
+@pytest.fixture
+def server() -> Server:
+    srv = Server()
+    srv.start("127.0.0.1", 0)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def recorder(server: Server) -> Recorder:
+    return Recorder(server)
+
+
+def ws_url(server: Server, path: str = "") -> str:
+    url = server.get_url(path)
+    assert url is not None
+    return url

@@ -1,0 +1,66 @@
+"""``python -m wsserver``: an echo (or broadcast) WebSocket server with its page.
+
+    python -m wsserver                 # echo on 127.0.0.1:8765
+    python -m wsserver --broadcast     # relay every message to every client
+    python -m wsserver --host 0.0.0.0  # reachable from the LAN
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from . import Client, Message, Server
+
+
+def build_server(broadcast: bool) -> Server:
+    server = Server()
+    log = logging.getLogger("wsserver.demo")
+
+    def on_open(client: Client) -> None:
+        log.info("%r connected (%d clients)", client, server.client_count())
+
+    def on_message(client: Client, message: Message) -> None:
+        if broadcast:
+            server.publish(message.data)
+        else:
+            client.send(message.data)
+
+    def on_client_closed(client: Client) -> None:
+        log.info("%r left with %s (%d clients)", client, client.close_code, server.client_count())
+
+    server.on_open = on_open
+    server.on_message = on_message
+    server.on_client_closed = on_client_closed
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wsserver", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for the LAN)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    parser.add_argument("--broadcast", action="store_true", help="relay every message to all clients instead of echoing")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log connections")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+
+    server = build_server(args.broadcast)
+    try:
+        server.start(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    print(f"WebSocket: {server.get_url()}", flush=True)
+    print(f"Page:      {server.http_server.get_url()}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.call_soon_threadsafe(server.stop))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""HTTP/1.1 requests (RFC 9112): the :class:`Request` type and an
+incremental, sans-I/O :class:`RequestParser` with size limits.
+
+Feed the parser bytes as they arrive and ask it for complete requests; it
+raises :class:`HttpError` with the status to answer when the input is bad or
+too big. Pipelined requests come out one by one, in order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote
+
+from .headers import Headers
+
+__all__ = ["HttpError", "Request", "RequestParser"]
+
+
+class HttpError(Exception):
+    """The request cannot be served; answer with ``status``. ``message`` says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Request:
+    """A parsed HTTP request.
+
+    ``path`` is percent-decoded and has no query; ``raw_path`` is as sent.
+    ``query`` maps each parameter to its last value (``query_string`` is the
+    raw text, for repeated parameters use :func:`urllib.parse.parse_qs` on it).
+    """
+
+    method: str
+    target: str
+    version: str
+    headers: Headers
+    body: bytes = b""
+    client_address: tuple | None = None
+    path: str = field(init=False)
+    raw_path: str = field(init=False)
+    query_string: str = field(init=False)
+    query: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        raw_path, _, self.query_string = self.target.partition("?")
+        self.raw_path = raw_path
+        self.path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
+        self.query = dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the connection stays open after the answer (RFC 9112 section 9.3)."""
+        tokens = {t.strip().lower() for v in self.headers.get_all("Connection") for t in v.split(",")}
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\r\n]*)?")
+# Field values: visible characters, spaces, tabs and obs-text; no CR, LF or NUL.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f-\xff]")
+
+
+class RequestParser:
+    """Incremental parser of one connection's stream of HTTP/1.1 requests.
+
+    :param max_request_line: longest request line (414 beyond it).
+    :param max_header_bytes: most bytes of header lines in one request (431).
+    :param max_header_count: most header lines in one request (431).
+    :param max_body_size: largest request body (413).
+    """
+
+    def __init__(
+        self,
+        max_request_line: int = 8 * 1024,
+        max_header_bytes: int = 64 * 1024,
+        max_header_count: int = 100,
+        max_body_size: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.max_request_line = max_request_line
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
+        self.max_body_size = max_body_size
+        self._buffer = bytearray()
+        self._scan_from = 0
+        # A request whose head is parsed and whose body is still arriving.
+        self._pending: Request | None = None
+        self._body_length = 0
+        self._chunked_body: bytearray | None = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+
+    @property
+    def has_partial_request(self) -> bool:
+        """Whether bytes of a request that is not complete yet are buffered."""
+        return bool(self._buffer) or self._pending is not None
+
+    def take_buffered(self) -> bytes:
+        """Remove and return the unparsed bytes (those after an upgrade request)."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._scan_from = 0
+        return data
+
+    def next_request(self) -> Request | None:
+        """The next complete request, or None until more bytes arrive."""
+        if self._pending is None:
+            head = self._take_head()
+            if head is None:
+                return None
+            self._pending = self._parse_head(head)
+        request = self._pending
+        if self._chunked_body is not None:
+            if not self._read_chunked():
+                return None
+            request.body = bytes(self._chunked_body)
+            self._chunked_body = None
+        elif self._body_length:
+            if len(self._buffer) < self._body_length:
+                return None
+            request.body = bytes(self._buffer[: self._body_length])
+            del self._buffer[: self._body_length]
+            self._body_length = 0
+        self._pending = None
+        return request
+
+    # -- head ------------------------------------------------------------
+
+    def _take_head(self) -> bytes | None:
+        buf = self._buffer
+        # Leading empty lines before a request are ignored (RFC 9112 section 2.2).
+        while buf[:2] == b"\r\n":
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n", self._scan_from)
+        if end < 0:
+            self._scan_from = max(0, len(buf) - 3)
+            line_end = buf.find(b"\r\n")
+            if line_end < 0 and len(buf) > self.max_request_line:
+                raise HttpError(414, "request line too long")
+            if len(buf) > self.max_request_line + self.max_header_bytes:
+                raise HttpError(431, "request headers too large")
+            return None
+        head = bytes(buf[:end])
+        del buf[: end + 4]
+        self._scan_from = 0
+        return head
+
+    def _parse_head(self, head: bytes) -> Request:
+        request_line, _, header_block = head.partition(b"\r\n")
+        if len(request_line) > self.max_request_line:
+            raise HttpError(414, "request line too long")
+        if len(header_block) > self.max_header_bytes:
+            raise HttpError(431, "request headers too large")
+        parts = request_line.split(b" ")
+        if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
+            raise HttpError(400, "malformed request line")
+        method, target, version = parts
+        match = _VERSION.fullmatch(version)
+        if not match:
+            raise HttpError(400, "malformed HTTP version")
+        if match.group(1) != b"1":
+            raise HttpError(505, "only HTTP/1.x is supported")
+        if _BAD_TARGET.search(target) or not (target.startswith(b"/") or target == b"*" or b"://" in target):
+            raise HttpError(400, "malformed request target")
+        headers = Headers()
+        lines = header_block.split(b"\r\n") if header_block else []
+        if len(lines) > self.max_header_count:
+            raise HttpError(431, "too many request headers")
+        for line in lines:
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name):
+                raise HttpError(400, "malformed header line")
+            value = value.strip(b" \t")
+            if _BAD_VALUE.search(value):
+                raise HttpError(400, "invalid character in a header value")
+            headers.add(name.decode("ascii"), value.decode("latin-1"))
+        version_text = version.decode("ascii")
+        if version_text == "HTTP/1.1" and len(headers.get_all("Host")) != 1:
+            raise HttpError(400, "HTTP/1.1 request needs exactly one Host header")
+        target_text = target.decode("ascii")
+        if "://" in target_text:  # absolute-form: keep the path part only
+            target_text = "/" + target_text.split("://", 1)[1].partition("/")[2]
+        try:
+            request = Request(method.decode("ascii"), target_text, version_text, headers)
+        except UnicodeDecodeError:
+            raise HttpError(400, "request path is not valid UTF-8 once decoded") from None
+        self._prepare_body(headers)
+        return request
+
+    def _prepare_body(self, headers: Headers) -> None:
+        transfer = [t.strip().lower() for v in headers.get_all("Transfer-Encoding") for t in v.split(",")]
+        lengths = {v.strip() for v in headers.get_all("Content-Length")}
+        if transfer:
+            if lengths:
+                raise HttpError(400, "both Transfer-Encoding and Content-Length")
+            if transfer != ["chunked"]:
+                raise HttpError(501, "only the chunked transfer coding is supported")
+            self._chunked_body = bytearray()
+            return
+        if not lengths:
+            return
+        if len(lengths) > 1 or not all(c in "0123456789" for c in next(iter(lengths))) or not next(iter(lengths)):
+            raise HttpError(400, "invalid Content-Length")
+        length = int(next(iter(lengths)))
+        if length > self.max_body_size:
+            raise HttpError(413, f"request body over {self.max_body_size} bytes")
+        self._body_length = length
+
+    # -- chunked body ----------------------------------------------------
+
+    def _read_chunked(self) -> bool:
+        """Decode as many chunks as are buffered; True once the last one is read."""
+        buf = self._buffer
+        body = self._chunked_body
+        assert body is not None
+        while True:
+            line_end = buf.find(b"\r\n")
+            if line_end < 0:
+                if len(buf) > 1024:
+                    raise HttpError(400, "chunk size line too long")
+                return False
+            match = _CHUNK_SIZE.fullmatch(bytes(buf[:line_end]))
+            if not match:
+                raise HttpError(400, "malformed chunk size")
+            size = int(match.group(1), 16)
+            if size == 0:
+                # Skip the trailer section up to its empty line.
+                end = buf.find(b"\r\n\r\n", line_end)
+                if end < 0:
+                    if len(buf) > self.max_header_bytes:
+                        raise HttpError(431, "chunked trailer too large")
+                    return False
+                del buf[: end + 4]
+                return True
+            if len(body) + size > self.max_body_size:
+                raise HttpError(413, f"request body over {self.max_body_size} bytes")
+            if len(buf) < line_end + 2 + size + 2:
+                return False
+            start = line_end + 2
+            if buf[start + size : start + size + 2] != b"\r\n":
+                raise HttpError(400, "chunk not followed by CRLF")
+            body += buf[start : start + size]
+            del buf[: start + size + 2]

@@ -1,0 +1,92 @@
+"""HTTP responses: the :class:`Response` type that route handlers return,
+and the serialisation of a response head."""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any, Union
+
+from .headers import Headers
+
+__all__ = ["Response", "Body", "reason_phrase", "render_head", "error_response", "SERVER_NAME"]
+
+SERVER_NAME = "wsserver"
+
+#: A response body: bytes sent as they are, or an iterable of byte chunks
+#: pulled one at a time while the connection can take more.
+Body = Union[bytes, Iterable[bytes]]
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class Response:
+    """What an HTTP handler answers.
+
+    ``body`` is ``bytes`` or an iterable of ``bytes`` chunks (streamed with
+    chunked transfer coding unless ``Content-Length`` is set). ``str`` bodies
+    are encoded as UTF-8 and, with no ``content_type``, sent as
+    ``text/plain``; :meth:`json` builds a JSON answer.
+    """
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(
+        self,
+        body: str | Body = b"",
+        status: int = 200,
+        headers: Iterable[tuple[str, str]] | dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = Headers(headers.items() if isinstance(headers, dict) else (headers or ()))
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            content_type = content_type or "text/plain; charset=utf-8"
+        self.body: Body = body
+        if content_type and "Content-Type" not in self.headers:
+            self.headers["Content-Type"] = content_type
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200, headers: Iterable[tuple[str, str]] | None = None) -> Response:
+        data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return cls(data, status, headers, content_type="application/json")
+
+    def iter_body(self) -> Iterator[bytes]:
+        body = self.body
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            if body:
+                yield bytes(body)
+        else:
+            yield from body
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {reason_phrase(self.status)}>"
+
+
+def error_response(status: int, message: str = "", headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """A short plain-text error answer: the status line, then ``message`` if given."""
+    text = f"{status} {reason_phrase(status)}\n"
+    if message:
+        text += message + "\n"
+    return Response(text, status, list(headers))
+
+
+def render_head(status: int, headers: Iterable[tuple[str, str]], version: str = "HTTP/1.1") -> bytes:
+    """The status line and header lines of a response, ending with the empty line."""
+    lines = [f"{version} {status} {reason_phrase(status)}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")
+
+
+def http_date(timestamp: float | None = None) -> str:
+    """An IMF-fixdate, as the ``Date`` and ``Last-Modified`` headers want it."""
+    return email.utils.formatdate(timestamp, usegmt=True)

@@ -1,0 +1,47 @@
+"""The WebSocket protocol without I/O: bytes in, events out; events in, bytes out.
+
+Nothing in this package touches a socket, a clock or application code.
+"""
+
+from .connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, State
+from .events import CloseReceived, Event, Failure, Fragment, Message, Ping, Pong
+from .frames import (
+    CloseCode,
+    InvalidText,
+    MessageTooBig,
+    Opcode,
+    ProtocolError,
+    apply_mask,
+    encode_frame,
+    is_valid_close_code,
+    parse_header,
+)
+from .handshake import HandshakeError, UpgradeRequest, accept_key, generate_key, parse_upgrade, sha1_base64
+
+__all__ = [
+    "Connection",
+    "State",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "Event",
+    "Message",
+    "Fragment",
+    "Ping",
+    "Pong",
+    "CloseReceived",
+    "Failure",
+    "CloseCode",
+    "Opcode",
+    "ProtocolError",
+    "InvalidText",
+    "MessageTooBig",
+    "apply_mask",
+    "encode_frame",
+    "is_valid_close_code",
+    "parse_header",
+    "HandshakeError",
+    "UpgradeRequest",
+    "accept_key",
+    "generate_key",
+    "parse_upgrade",
+    "sha1_base64",
+]

@@ -1,0 +1,263 @@
+"""One WebSocket connection's state machine, server side (RFC 6455).
+
+Feed it the bytes read from the socket with :meth:`Connection.receive_data`;
+it returns the events they complete and queues what must be answered (pongs,
+the echo of a Close frame, the Close frame that fails a broken connection),
+which :meth:`Connection.data_to_send` hands over. It never touches a socket
+or a clock.
+
+Payloads are processed as they arrive, not when a frame is complete: each
+received chunk is unmasked and, for text, UTF-8 checked at once, so a bad
+byte fails the connection as soon as it is seen and a large frame costs no
+more per step than the chunk that was read.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+
+from .events import CloseReceived, Event, Failure, Fragment, Message, Ping, Pong
+from .frames import (
+    CloseCode,
+    FrameHeader,
+    InvalidText,
+    MessageTooBig,
+    Opcode,
+    ProtocolError,
+    apply_mask,
+    encode_close_payload,
+    encode_frame,
+    parse_close_payload,
+    parse_header,
+)
+
+__all__ = ["Connection", "State", "DEFAULT_MAX_MESSAGE_SIZE"]
+
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # we sent a Close frame and wait for the peer's
+    CLOSED = "closed"  # both Close frames were exchanged, or the connection failed
+
+
+def _pending_utf8_is_invalid(pending: bytes) -> bool:
+    """Whether an incomplete UTF-8 sequence held back by the decoder can
+    already be known to be invalid.
+
+    CPython's incremental decoder rejects bad second bytes at chunk ends for
+    every lead byte but 0xED, whose A0-BF continuations encode UTF-16
+    surrogates; catch those so that invalid text fails as soon as it is certain.
+    """
+    return len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0
+
+
+class Connection:
+    """The server side of one WebSocket connection after the handshake.
+
+    :param max_message_size: the largest message, in bytes, that is
+        accepted (``None`` for no limit). A bigger one fails the connection
+        with 1009 as soon as a frame header announces it, before its payload
+        is buffered. When fragments are delivered one by one, the limit
+        applies to each frame, since nothing is joined.
+    :param deliver_fragments: return a :class:`Fragment` for every data
+        frame instead of joining them into one :class:`Message`.
+    """
+
+    def __init__(
+        self,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        deliver_fragments: bool = False,
+    ) -> None:
+        self.max_message_size = max_message_size
+        self.deliver_fragments = deliver_fragments
+        self.state = State.OPEN
+        #: The Close code and reason received from the peer, once received.
+        self.close_received: tuple[int, str] | None = None
+        #: The Close code and reason that this side sent, once sent.
+        self.close_sent: tuple[int, str] | None = None
+
+        self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
+        # The frame whose payload is being read.
+        self._header: FrameHeader | None = None
+        self._remaining = 0
+        self._frame_offset = 0
+        self._control_payload = bytearray()
+        # The data message being assembled: its type, its size so far and
+        # its parts (str pieces for text, bytes for binary).
+        self._message_type: int | None = None
+        self._message_size = 0
+        self._parts: list = []
+        self._decoder = _utf8_decoder()
+        self._fragment_type = 0
+
+    # -- input -----------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Consume bytes from the peer; return the events they complete.
+
+        After a :class:`Failure` or once the closing handshake is complete,
+        further input is ignored.
+        """
+        if self.state is State.CLOSED:
+            return []
+        events: list[Event] = []
+        buf = self._buffer
+        buf += data
+        pos = 0
+        try:
+            while True:
+                if self._header is None:
+                    header = parse_header(buf, pos)
+                    if header is None:
+                        break
+                    pos += header.size
+                    self._start_frame(header)
+                    if header.length:
+                        continue
+                else:
+                    take = min(self._remaining, len(buf) - pos)
+                    if take == 0:
+                        break
+                    self._payload(apply_mask(buf[pos : pos + take], self._header.mask, self._frame_offset))
+                    pos += take
+                    self._remaining -= take
+                    self._frame_offset += take
+                    if self._remaining:
+                        break
+                self._end_frame(events)
+                if self.state is State.CLOSED:
+                    break
+        except ProtocolError as exc:
+            events.append(self._fail(exc.close_code, exc.reason))
+            buf.clear()
+            return events
+        del buf[:pos]
+        return events
+
+    def _start_frame(self, header: FrameHeader) -> None:
+        if header.mask is None:
+            raise ProtocolError("client frame is not masked")
+        if header.rsv1 or header.rsv2 or header.rsv3:
+            raise ProtocolError("reserved bit set without a negotiated extension")
+        opcode = header.opcode
+        if opcode == Opcode.CONTINUATION:
+            if self._message_type is None:
+                raise ProtocolError("continuation frame with no message to continue")
+        elif opcode in (Opcode.TEXT, Opcode.BINARY):
+            if self._message_type is not None:
+                raise ProtocolError("new data frame inside a fragmented message")
+            self._message_type = opcode
+            self._fragment_type = opcode
+        if opcode < Opcode.CLOSE and self.max_message_size is not None:
+            size = header.length if self.deliver_fragments else self._message_size + header.length
+            if size > self.max_message_size:
+                raise MessageTooBig(f"message over {self.max_message_size} bytes")
+        self._header = header
+        self._remaining = header.length
+        self._frame_offset = 0
+
+    def _payload(self, chunk: bytes) -> None:
+        assert self._header is not None
+        if self._header.opcode >= Opcode.CLOSE:
+            self._control_payload += chunk
+            return
+        self._message_size += len(chunk)
+        if self._message_type == Opcode.TEXT:
+            try:
+                text = self._decoder.decode(chunk)
+            except UnicodeDecodeError:
+                raise InvalidText("text message is not valid UTF-8") from None
+            if _pending_utf8_is_invalid(self._decoder.getstate()[0]):
+                raise InvalidText("text message is not valid UTF-8")
+            self._parts.append(text)
+        else:
+            self._parts.append(chunk)
+
+    def _end_frame(self, events: list[Event]) -> None:
+        header = self._header
+        assert header is not None
+        self._header = None
+        if header.opcode >= Opcode.CLOSE:
+            payload = bytes(self._control_payload)
+            self._control_payload.clear()
+            self._control_frame(header.opcode, payload, events)
+            return
+        if header.fin and self._message_type == Opcode.TEXT:
+            try:
+                tail = self._decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                raise InvalidText("text message ends inside a UTF-8 sequence") from None
+            if tail:  # pragma: no cover - a final decode of b"" returns "" or raises
+                self._parts.append(tail)
+        if self.deliver_fragments:
+            events.append(Fragment(self._fragment_type, self._joined(), header.fin))
+            self._parts = []
+            self._fragment_type = Opcode.CONTINUATION
+        if header.fin:
+            if not self.deliver_fragments:
+                events.append(Message(self._message_type, self._joined()))  # type: ignore[arg-type]
+            self._parts = []
+            self._message_type = None
+            self._message_size = 0
+            self._decoder.reset()
+
+    def _joined(self) -> str | bytes:
+        parts = self._parts
+        if self._message_type == Opcode.TEXT:
+            return "".join(parts)
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> None:
+        if opcode == Opcode.PING:
+            events.append(Ping(payload))
+            if self.state is State.OPEN:
+                self._outgoing.extend(encode_frame(Opcode.PONG, payload))
+        elif opcode == Opcode.PONG:
+            events.append(Pong(payload))
+        else:
+            code, reason = parse_close_payload(payload)
+            self.close_received = (code, reason)
+            events.append(CloseReceived(code, reason))
+            if self.state is State.OPEN:
+                # Echo the peer's code, as RFC 6455 section 5.5.1 suggests.
+                echo = None if code == CloseCode.NO_STATUS else code
+                self._queue_close(echo, "")
+            self.state = State.CLOSED
+
+    def _fail(self, code: int, reason: str) -> Failure:
+        if self.state is State.OPEN:
+            self._queue_close(code, reason)
+        self.state = State.CLOSED
+        return Failure(code, reason)
+
+    # -- output ----------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        """The bytes the protocol itself must send (pongs, Close frames), in order."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; the Close frame goes to :meth:`data_to_send`."""
+        if self.state is not State.OPEN:
+            return
+        self._queue_close(code, reason)
+        self.state = State.CLOSING
+
+    def _queue_close(self, code: int | None, reason: str) -> None:
+        payload = encode_close_payload(code, reason)
+        self.close_sent = (CloseCode.NO_STATUS if code is None else code, reason)
+        self._outgoing.extend(encode_frame(Opcode.CLOSE, payload))
+
+    @property
+    def can_send(self) -> bool:
+        """Whether data frames may still be sent (no Close frame sent yet)."""
+        return self.state is State.OPEN

@@ -1,0 +1,249 @@
+"""WebSocket frames (RFC 6455 section 5): opcodes, close codes, masking,
+header parsing and frame building.
+
+Nothing here does I/O. The functions work on whole byte strings with bulk
+operations (``struct``, ``bytes.translate``, big-integer XOR); there is no
+per-byte Python loop on the data path.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import NamedTuple
+
+__all__ = [
+    "Opcode",
+    "CloseCode",
+    "FrameHeader",
+    "ProtocolError",
+    "MessageTooBig",
+    "InvalidText",
+    "is_valid_close_code",
+    "apply_mask",
+    "parse_header",
+    "encode_frame",
+    "encode_close_payload",
+    "parse_close_payload",
+    "MAX_CONTROL_PAYLOAD",
+]
+
+
+class Opcode(enum.IntEnum):
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+    @property
+    def is_control(self) -> bool:
+        return self >= 0x8
+
+
+_KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
+
+
+class CloseCode(enum.IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005  # never sent on the wire: "the close frame had no code"
+    ABNORMAL = 1006  # never sent on the wire: "the TCP connection just ended"
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+
+
+MAX_CONTROL_PAYLOAD = 125
+
+
+class ProtocolError(Exception):
+    """The peer broke RFC 6455. ``close_code`` is the code to fail with."""
+
+    close_code: int = CloseCode.PROTOCOL_ERROR
+
+    def __init__(self, reason: str, close_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if close_code is not None:
+            self.close_code = close_code
+
+
+class InvalidText(ProtocolError):
+    """A text message or close reason is not valid UTF-8 (close code 1007)."""
+
+    close_code = CloseCode.INVALID_DATA
+
+
+class MessageTooBig(ProtocolError):
+    """A message would exceed the configured size limit (close code 1009)."""
+
+    close_code = CloseCode.MESSAGE_TOO_BIG
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Whether ``code`` may appear in a Close frame (RFC 6455 section 7.4)."""
+    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+# --- masking ---------------------------------------------------------------
+
+# XOR tables, one per key byte: ``data.translate(_XOR[k])`` XORs every byte with k.
+_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
+
+# Below this size one big-integer XOR beats four strided translates.
+_SMALL_MASK_LIMIT = 512
+
+
+def apply_mask(data: bytes | bytearray, mask: bytes, offset: int = 0) -> bytes:
+    """XOR ``data`` with the 4-byte ``mask``, as if ``data`` started ``offset``
+    bytes into the masked payload (so a payload can be unmasked in pieces).
+
+    Masking is its own inverse, so this both masks and unmasks.
+    """
+    n = len(data)
+    shift = offset % 4
+    if shift:
+        mask = mask[shift:] + mask[:shift]
+    if n <= _SMALL_MASK_LIMIT:
+        key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
+        return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
+    # Four strided translations, each XORing every fourth byte with one key
+    # byte: ~1 ms/MiB in CPython, against ~3 ms/MiB for the integer XOR.
+    out = bytearray(n)
+    for i in range(4):
+        out[i::4] = data[i::4].translate(_XOR[mask[i]])
+    return bytes(out)
+
+
+# --- headers ---------------------------------------------------------------
+
+
+class FrameHeader(NamedTuple):
+    fin: bool
+    rsv1: bool
+    rsv2: bool
+    rsv3: bool
+    opcode: int
+    mask: bytes | None
+    length: int
+    size: int  # bytes the header itself took on the wire
+
+
+_U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
+
+
+def parse_header(buf: bytes | bytearray, start: int = 0) -> FrameHeader | None:
+    """Parse the frame header at ``buf[start:]``; None if it is not complete yet.
+
+    Checks what the header alone can tell: the opcode is known, control
+    frames are final and at most 125 bytes, and the 64-bit length has its
+    top bit clear. Extension bits and masking are the caller's policy.
+    """
+    available = len(buf) - start
+    if available < 2:
+        return None
+    b0 = buf[start]
+    b1 = buf[start + 1]
+    opcode = b0 & 0x0F
+    if opcode not in _KNOWN_OPCODES:
+        raise ProtocolError(f"reserved opcode {opcode:#x}")
+    fin = bool(b0 & 0x80)
+    length = b1 & 0x7F
+    masked = bool(b1 & 0x80)
+    size = 2
+    if length == 126:
+        size = 4
+        if available < size:
+            return None
+        (length,) = _U16.unpack_from(buf, start + 2)
+    elif length == 127:
+        size = 10
+        if available < size:
+            return None
+        (length,) = _U64.unpack_from(buf, start + 2)
+        if length >> 63:
+            raise ProtocolError("frame length has its most significant bit set")
+    if opcode >= 0x8:
+        if not fin:
+            raise ProtocolError("fragmented control frame")
+        if length > MAX_CONTROL_PAYLOAD:
+            raise ProtocolError("control frame payload over 125 bytes")
+    mask = None
+    if masked:
+        if available < size + 4:
+            return None
+        mask = bytes(buf[start + size : start + size + 4])
+        size += 4
+    return FrameHeader(
+        fin, bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10), opcode, mask, length, size
+    )
+
+
+def _header_bytes(opcode: int, length: int, fin: bool, rsv: int) -> bytes:
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    if length < 126:
+        return bytes((b0, length))
+    if length < 0x10000:
+        return bytes((b0, 126)) + _U16.pack(length)
+    return bytes((b0, 127)) + _U64.pack(length)
+
+
+# Payloads up to this size are copied behind their header into one buffer
+# (one send call); larger ones travel as two buffers so that the payload is
+# never copied.
+_JOIN_LIMIT = 64 * 1024
+
+
+def encode_frame(
+    opcode: int,
+    payload: bytes,
+    fin: bool = True,
+    rsv1: bool = False,
+    rsv2: bool = False,
+    rsv3: bool = False,
+) -> tuple[bytes, ...]:
+    """An unmasked (server-to-client) frame as one or two buffers to write in order."""
+    rsv = (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0) | (0x10 if rsv3 else 0)
+    header = _header_bytes(opcode, len(payload), fin, rsv)
+    if len(payload) <= _JOIN_LIMIT:
+        return (header + payload,)
+    return (header, payload)
+
+
+def encode_close_payload(code: int | None, reason: str = "") -> bytes:
+    """The payload of a Close frame; ``code=None`` sends an empty one."""
+    if code is None:
+        return b""
+    data = _U16.pack(code) + reason.encode("utf-8")
+    if len(data) > MAX_CONTROL_PAYLOAD:
+        raise ValueError("close reason longer than 123 bytes in UTF-8")
+    return data
+
+
+def parse_close_payload(payload: bytes) -> tuple[int, str]:
+    """Code and reason of a received Close frame; raises on invalid ones.
+
+    An empty payload means "no status code" and gives 1005.
+    """
+    if not payload:
+        return CloseCode.NO_STATUS, ""
+    if len(payload) == 1:
+        raise ProtocolError("close frame with a 1-byte payload")
+    (code,) = _U16.unpack_from(payload)
+    if not is_valid_close_code(code):
+        raise ProtocolError(f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidText("close reason is not valid UTF-8") from None
+    return code, reason

@@ -1,0 +1,804 @@
+"""The :class:`Server`: aardio's ``web.socket.server`` API for Python.
+
+It wires the reactor (sockets, timers), the HTTP parser and the WebSocket
+protocol to the application's callbacks. This module is the only place that
+calls application code, and every call is guarded: an exception raised by a
+callback goes to ``on_error`` (or the ``wsserver`` logger) and never escapes
+:meth:`Server.poll` into the GUI loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Union
+
+from .http.headers import Headers
+from .http.request import HttpError, Request, RequestParser
+from .http.response import SERVER_NAME, Response, error_response, http_date, render_head
+from .http.server import HttpServer
+from .protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    CloseCode,
+    CloseReceived,
+    Connection,
+    Failure,
+    Fragment,
+    HandshakeError,
+    Message,
+    Opcode,
+    ProtocolError,
+    State,
+    encode_frame,
+    parse_upgrade,
+)
+from .protocol.handshake import accept_headers, is_upgrade_request
+from .reactor import Reactor, Stream, Timer
+
+__all__ = ["Server", "Client", "UpgradeResponse"]
+
+logger = logging.getLogger("wsserver")
+
+#: Anything :meth:`Server.send` accepts: text goes as a text message, any
+#: bytes-like object (bytes, bytearray, memoryview, array, ctypes structure)
+#: as a binary one.
+Data = Union[str, bytes, bytearray, memoryview, Any]
+
+
+class Client:
+    """The handle of one WebSocket connection, passed to every callback for it.
+
+    ``id`` is unique for the server's lifetime. ``request`` is the upgrade
+    request (its ``path``, ``query`` and ``headers``); ``subprotocol`` the one
+    chosen, if any. After the connection ends, ``close_code`` and
+    ``close_reason`` tell how (1006: it ended without a closing handshake).
+    """
+
+    __slots__ = ("id", "remote_address", "request", "subprotocol", "close_code", "close_reason", "_peer", "__weakref__")
+
+    def __init__(self, client_id: int, peer: _Peer, request: Request) -> None:
+        self.id = client_id
+        self.remote_address: tuple = peer.stream.peer_address
+        self.request = request
+        self.subprotocol: str | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._peer = peer
+
+    def send(self, data: Data) -> bool:
+        """Send a message; see :meth:`Server.send`."""
+        return self._peer.server.send(self, data)
+
+    def send_data(self, data: Data, opcode: int = Opcode.BINARY, fin: bool = True, rsv1: bool = False, rsv2: bool = False, rsv3: bool = False) -> bool:
+        """Send one raw frame; see :meth:`Server.send_data`."""
+        return self._peer.server.send_data(self, data, opcode, fin, rsv1, rsv2, rsv3)
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; see :meth:`Server.close`."""
+        self._peer.server.close(self, code, reason)
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued for this client and not yet handed to the kernel."""
+        return self._peer.stream.buffered_amount
+
+    @property
+    def is_connected(self) -> bool:
+        return self._peer.is_open
+
+    @property
+    def is_closed(self) -> bool:
+        return self._peer.stream.closed
+
+    def __repr__(self) -> str:
+        host, port = self.remote_address[:2]
+        return f"<Client {self.id} {host}:{port}>"
+
+
+class UpgradeResponse:
+    """The answer to an upgrade request, as ``on_upgrade_to_websocket`` sees it.
+
+    Set ``headers["Sec-WebSocket-Protocol"]`` to pick one of the offered
+    subprotocols, add any other header, or refuse the upgrade with
+    :meth:`error_status` (an HTTP error answer) or :meth:`close` (the
+    connection is dropped without an answer).
+    """
+
+    __slots__ = ("headers", "refused_status", "refused_body", "dropped")
+
+    def __init__(self) -> None:
+        self.headers = Headers()
+        self.refused_status: int | None = None
+        self.refused_body = ""
+        self.dropped = False
+
+    def error_status(self, code: int = 403, body: str = "") -> None:
+        """Refuse the upgrade with HTTP status ``code`` and a short text ``body``."""
+        if not 400 <= code <= 599:
+            raise ValueError("an upgrade is refused with a 4xx or 5xx status")
+        self.refused_status = code
+        self.refused_body = body
+
+    def close(self) -> None:
+        """Refuse the upgrade by closing the connection without an answer."""
+        self.dropped = True
+
+    @property
+    def refused(self) -> bool:
+        return self.dropped or self.refused_status is not None
+
+
+class _Phase(enum.Enum):
+    HTTP = "http"
+    WEBSOCKET = "websocket"
+
+
+class _Peer:
+    """One accepted TCP connection: HTTP requests, then maybe WebSocket.
+
+    It is the reactor's :class:`~wsserver.reactor.StreamHandler` for the
+    socket, and holds the connection's timers.
+    """
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.reactor = server.reactor
+        self.phase = _Phase.HTTP
+        self.parser: RequestParser | None = server._request_parser()
+        self.ws: Connection | None = None
+        self.client: Client | None = None
+        self.opened = False  # on_open ran, so on_client_closed is owed
+        self._body: Any = None  # the iterator of a streamed response body
+        self._chunked = False
+        self._keep_alive = True
+        self._timer: Timer | None = None
+        self._heartbeat_timer: Timer | None = None
+        self.last_seen = self.reactor.time()
+        self._ping_sent_at: float | None = None
+        self.stream = Stream(self.reactor, sock, self)
+        self._set_timer(server.handshake_timeout, self._request_timed_out)
+
+    # -- timers ----------------------------------------------------------
+
+    def _set_timer(self, delay: float | None, callback: Callable[[], None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.reactor.call_later(delay, callback) if delay is not None and delay > 0 else None
+
+    def _request_timed_out(self) -> None:
+        self._timer = None
+        if self.phase is _Phase.HTTP and self._body is None:
+            if self.parser is not None and self.parser.has_partial_request:
+                self._send_error(408, "request not received in time")
+            else:
+                self.stream.close()
+
+    def _close_timed_out(self) -> None:
+        self._timer = None
+        self.stream.abort(TimeoutError("closing handshake timed out"))
+
+    # -- StreamHandler ---------------------------------------------------
+
+    def data_received(self, data: memoryview) -> None:
+        self.last_seen = self.reactor.time()
+        if self.phase is _Phase.WEBSOCKET:
+            self._ws_received(data)
+            return
+        assert self.parser is not None
+        if self._timer is None and not self.parser.has_partial_request:
+            # The first byte of a new request on a kept-alive connection.
+            self._set_timer(self.server.handshake_timeout, self._request_timed_out)
+        self.parser.feed(data)
+        self._serve_requests()
+
+    def eof_received(self) -> None:
+        pass
+
+    def write_drained(self) -> None:
+        if self._body is not None:
+            self._pump_body()
+        elif self.client is not None and self.opened:
+            self.server._invoke(self.server.on_drain, self.client, self.client)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        for timer in (self._timer, self._heartbeat_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._heartbeat_timer = None
+        self._body = None
+        self.server._peers.discard(self)
+        client = self.client
+        if client is None:
+            return
+        self.server._clients.pop(client.id, None)
+        if client.close_code is None:
+            ws = self.ws
+            closed = ws.close_received or ws.close_sent if ws is not None else None
+            client.close_code, client.close_reason = closed if closed else (CloseCode.ABNORMAL, "")
+        if self.opened:
+            self.opened = False
+            self.server._invoke(self.server._on_client_closed, client, client)
+            self.server._invoke(self.server.on_client_closed, client, client)
+
+    # -- HTTP ------------------------------------------------------------
+
+    def _serve_requests(self) -> None:
+        parser = self.parser
+        while self.phase is _Phase.HTTP and self._body is None and not self.stream.is_closing:
+            assert parser is not None
+            try:
+                request = parser.next_request()
+            except HttpError as exc:
+                self._send_error(exc.status, exc.message)
+                return
+            if request is None:
+                return
+            self._set_timer(None, self._request_timed_out)
+            request.client_address = self.stream.peer_address
+            if is_upgrade_request(request.headers):
+                self._upgrade(request)
+            else:
+                self._keep_alive = request.keep_alive and not self.server._stopping
+                self._send_response(request, self.server.http_server.handle(request))
+
+    def _send_error(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
+        """Answer with an error and close the connection."""
+        self._keep_alive = False
+        self._send_response(None, error_response(status, message, headers or ()))
+
+    def _send_response(self, request: Request | None, response: Response) -> None:
+        headers = Headers([("Date", http_date()), ("Server", SERVER_NAME)])
+        for name, value in response.headers.raw_items():
+            headers.add(name, value)
+        body = response.body
+        has_body = request is None or request.method != "HEAD"
+        no_body_status = response.status in (204, 304) or response.status < 200
+        self._chunked = False
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            if not no_body_status:
+                headers["Content-Length"] = str(len(body))
+            chunks = None
+        else:
+            chunks = iter(body)
+            if "Content-Length" not in headers and not no_body_status:
+                self._chunked = True
+                headers["Transfer-Encoding"] = "chunked"
+        if not self._keep_alive:
+            headers["Connection"] = "close"
+        self.stream.write(render_head(response.status, headers.raw_items()))
+        if not has_body or no_body_status:
+            self._finish_response()
+        elif chunks is None:
+            self.stream.write(body)  # type: ignore[arg-type]
+            self._finish_response()
+        else:
+            self._body = chunks
+            self._pump_body()
+
+    def _pump_body(self) -> None:
+        """Write streamed body chunks while the socket keeps up."""
+        stream = self.stream
+        while self._body is not None and stream.buffered_amount <= stream.low_water and not stream.is_closing:
+            try:
+                chunk = next(self._body)
+            except StopIteration:
+                self._body = None
+                if self._chunked:
+                    stream.write(b"0\r\n\r\n")
+                self._finish_response()
+                return
+            except Exception as exc:
+                self.server._report_error(None, exc)
+                self._body = None
+                stream.abort(exc)  # the answer is cut short: the client must not take it as whole
+                return
+            if chunk:
+                stream.write(b"%x\r\n" % len(chunk), chunk, b"\r\n") if self._chunked else stream.write(chunk)
+
+    def _finish_response(self) -> None:
+        if not self._keep_alive:
+            self.stream.close()
+            return
+        self._set_timer(self.server.keepalive_timeout, self._request_timed_out)
+        if self.parser is not None and self.parser.has_partial_request:
+            self._serve_requests()  # pipelined requests waiting behind a streamed answer
+
+    # -- the upgrade -----------------------------------------------------
+
+    def _upgrade(self, request: Request) -> None:
+        server = self.server
+        if server._stopping:
+            self._send_error(503, "server is stopping")
+            return
+        try:
+            offer = parse_upgrade(request.method, request.version, request.headers)
+        except HandshakeError as exc:
+            self._send_error(exc.status, exc.message, exc.headers)
+            return
+        if server.origins is not None and offer.origin not in server.origins:
+            self._send_error(403, "origin not allowed")
+            return
+        client = Client(next(server._client_ids), self, request)
+        self.client = client
+        server._clients[client.id] = client
+        response = UpgradeResponse()
+        if not server._invoke(server.on_upgrade_to_websocket, client, client, request, response, offer.subprotocols, offer.origin, default=True, error_result=False):
+            response.error_status(500, "upgrade hook failed")
+        subprotocol = response.headers.get("Sec-WebSocket-Protocol")
+        if not response.refused and subprotocol is not None and subprotocol not in offer.subprotocols:
+            server._report_error(client, ValueError(f"subprotocol {subprotocol!r} was not offered by the client"))
+            response.error_status(500, "server chose a subprotocol the client did not offer")
+        if response.refused:
+            server._clients.pop(client.id, None)
+            self.client = None
+            if response.dropped:
+                self.stream.close()
+            else:
+                self._send_error(response.refused_status or 403, response.refused_body)
+            return
+        headers = accept_headers(offer.key, subprotocol)
+        chosen = {name.lower() for name, _ in headers}
+        headers += [(n, v) for n, v in response.headers.raw_items() if n.lower() not in chosen]
+        self.stream.write(render_head(101, headers))
+        client.subprotocol = subprotocol
+        self.ws = Connection(server.max_message_size, deliver_fragments=server.on_fragment is not None)
+        self.phase = _Phase.WEBSOCKET
+        assert self.parser is not None
+        leftover = self.parser.take_buffered()
+        self.parser = None
+        self.opened = True
+        self._arm_heartbeat()
+        server._invoke(server.on_open, client, client)
+        if leftover and not self.stream.is_closing:
+            self._ws_received(leftover)
+
+    # -- WebSocket -------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws is not None and self.ws.can_send and not self.stream.is_closing
+
+    def _ws_received(self, data: bytes | memoryview) -> None:
+        ws = self.ws
+        client = self.client
+        assert ws is not None and client is not None
+        events = ws.receive_data(data)
+        self._write_protocol_output()
+        server = self.server
+        for event in events:
+            if isinstance(event, Message):
+                if server._stopping:
+                    continue
+                if server.translate_message is not None and server._invoke(server.translate_message, client, client, event):
+                    continue
+                server._invoke(server.on_message, client, client, event)
+            elif isinstance(event, Fragment):
+                if not server._stopping:
+                    server._invoke(server.on_fragment, client, client, event)
+            elif isinstance(event, CloseReceived):
+                server._invoke(server.on_close, client, client, event.code, event.reason)
+            elif isinstance(event, Failure):
+                server._report_error(client, ProtocolError(event.reason, event.code))
+        if ws.state is State.CLOSED:
+            # The closing handshake is over (or the connection failed): the
+            # server closes TCP first (RFC 6455 section 7.1.1).
+            self._close_stream()
+
+    def _write_protocol_output(self) -> None:
+        assert self.ws is not None
+        out = self.ws.data_to_send()
+        if out:
+            self.stream.write(*out)
+
+    def _close_stream(self) -> None:
+        self.stream.close()
+        if not self.stream.closed:
+            self._set_timer(self.server.close_timeout, self._close_timed_out)
+
+    def start_close(self, code: int, reason: str) -> None:
+        """Send a Close frame and wait (at most ``close_timeout``) for the peer's."""
+        ws = self.ws
+        if ws is None or not ws.can_send:
+            return
+        ws.close(code, reason)
+        self._write_protocol_output()
+        self._set_timer(self.server.close_timeout, self._close_timed_out)
+
+    # -- heartbeat -------------------------------------------------------
+
+    def _arm_heartbeat(self, when: float | None = None) -> None:
+        interval = self.server.heartbeat_interval
+        if interval is None or interval <= 0:
+            return
+        if when is None:
+            when = self.last_seen + interval
+        self._heartbeat_timer = self.reactor.call_at(when, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        """Ping a client that has been quiet for ``heartbeat_interval``, and
+        drop one that then stays silent for ``heartbeat_timeout``."""
+        self._heartbeat_timer = None
+        if not self.is_open:
+            return
+        server = self.server
+        now = self.reactor.time()
+        interval = server.heartbeat_interval or 0.0
+        timeout = server.heartbeat_timeout
+        if self._ping_sent_at is not None:
+            if self.last_seen >= self._ping_sent_at:
+                self._ping_sent_at = None
+            elif timeout is not None and now >= self._ping_sent_at + timeout:
+                self._fail(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+                return
+            else:
+                self._arm_heartbeat(self._ping_sent_at + (timeout or interval))
+                return
+        due = self.last_seen + interval
+        if now < due:
+            self._arm_heartbeat(due)
+            return
+        self.stream.write(*encode_frame(server.heartbeat_type, _as_payload(server.heartbeat_data)))
+        if server.heartbeat_type == Opcode.PING and timeout is not None and timeout > 0:
+            self._ping_sent_at = now
+            self._arm_heartbeat(now + min(timeout, interval))
+        else:
+            self._arm_heartbeat(now + interval)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Give up on a peer that does not answer: send a Close frame and drop TCP at once."""
+        client = self.client
+        assert self.ws is not None and client is not None
+        self.ws.close(code, reason)
+        self._write_protocol_output()
+        client.close_code, client.close_reason = code, reason
+        self.server._report_error(client, TimeoutError(reason))
+        self.stream.abort(TimeoutError(reason))
+
+
+def _as_payload(data: Data) -> bytes:
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, bytes):
+        return data
+    return memoryview(data).cast("B").tobytes()
+
+
+def _encode_message(data: Data) -> tuple[bytes, ...]:
+    if isinstance(data, str):
+        return encode_frame(Opcode.TEXT, data.encode("utf-8"))
+    return encode_frame(Opcode.BINARY, _as_payload(data))
+
+
+class _TranslateHook:
+    """The ``translate_message`` attribute: it may be set once, then never replaced."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, server: Any, owner: type | None = None) -> Any:
+        return self if server is None else getattr(server, self.slot, None)
+
+    def __set__(self, server: Any, hook: Callable[[Client, Message], Any] | None) -> None:
+        if getattr(server, self.slot, None) is not None:
+            raise AttributeError("translate_message is already set and cannot be replaced")
+        setattr(server, self.slot, hook)
+
+
+class Server:
+    """A WebSocket + HTTP server driven by :meth:`poll` on the caller's thread.
+
+    Every limit is a keyword option with a safe default:
+
+    :param max_message_size: largest incoming message in bytes (1009 beyond);
+        None for no limit.
+    :param max_header_bytes: most bytes of HTTP header lines (431 beyond).
+    :param handshake_timeout: seconds from accept for the first request (and
+        from the first byte for later ones) to arrive whole.
+    :param keepalive_timeout: seconds an idle HTTP keep-alive connection is kept.
+    :param close_timeout: seconds to wait for the peer's Close frame, or for
+        the last bytes to drain, before dropping the connection.
+    :param max_connections: most TCP connections at once (HTTP and
+        WebSocket); beyond it new ones get 503.
+    :param write_limit: bytes of unsent output per client beyond which
+        :meth:`send` refuses more.
+    :param heartbeat_interval: seconds of silence from a client before a
+        heartbeat frame is sent to it; None or -1 disables.
+    :param heartbeat_timeout: seconds a client may stay silent after a
+        heartbeat ping before it is dropped (1011); None disables.
+    :param heartbeat_type: 9 (Ping, answered by the client) or 10 (Pong,
+        one-way).
+    :param heartbeat_data: the heartbeat frames' payload.
+    :param origins: if set, the ``Origin`` values allowed to upgrade (403 otherwise).
+    :param poll_budget: seconds of work one :meth:`poll` does at most.
+    """
+
+    translate_message = _TranslateHook()
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_header_bytes: int = 64 * 1024,
+        handshake_timeout: float | None = 10.0,
+        keepalive_timeout: float | None = 15.0,
+        close_timeout: float = 10.0,
+        max_connections: int = 1024,
+        write_limit: int = 4 * 1024 * 1024,
+        heartbeat_interval: float | None = 20.0,
+        heartbeat_timeout: float | None = 20.0,
+        heartbeat_type: int = Opcode.PING,
+        heartbeat_data: Data = b"",
+        origins: list[str | None] | None = None,
+        poll_budget: float = 0.002,
+    ) -> None:
+        if heartbeat_type not in (Opcode.PING, Opcode.PONG):
+            raise ValueError("heartbeat_type is 9 (ping) or 10 (pong)")
+        self.max_message_size = max_message_size
+        self.max_header_bytes = max_header_bytes
+        self.handshake_timeout = handshake_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.close_timeout = close_timeout
+        self.max_connections = max_connections
+        self.write_limit = write_limit
+        self.heartbeat_interval = None if heartbeat_interval is not None and heartbeat_interval < 0 else heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.heartbeat_type = heartbeat_type
+        self.heartbeat_data = heartbeat_data
+        self.origins = origins
+
+        self.on_open: Callable[[Client], Any] | None = None
+        self.on_message: Callable[[Client, Message], Any] | None = None
+        self.on_fragment: Callable[[Client, Fragment], Any] | None = None
+        self.on_close: Callable[[Client, int, str], Any] | None = None
+        self.on_client_closed: Callable[[Client], Any] | None = None
+        self._on_client_closed: Callable[[Client], Any] | None = None
+        self.on_error: Callable[[Client | None, BaseException], Any] | None = None
+        self.on_drain: Callable[[Client], Any] | None = None
+        self.on_upgrade_to_websocket: Callable[[Client, Request, UpgradeResponse, list[str], str | None], Any] | None = None
+        self.before_stop: Callable[[], Any] | None = None
+        self._before_stop: Callable[[], Any] | None = None
+
+        self.reactor = Reactor(budget=poll_budget)
+        self.http_server = HttpServer(self)
+        self._listener: Any = None
+        self._peers: set[_Peer] = set()
+        self._clients: dict[int, Client] = {}
+        self._client_ids = itertools.count(1)
+        self._stopping = False
+
+    # -- life cycle ------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0, backlog: int = 128) -> None:
+        """Listen on ``host``:``port``; port 0 picks a free one. Raises ``OSError``.
+
+        The default host is loopback: ``"0.0.0.0"`` or ``"::"`` exposes the
+        server to the network (see ``origins``).
+        """
+        if self._listener is not None:
+            raise RuntimeError("server already started")
+        self._listener = self.reactor.listen(host, port, self._accept, backlog)
+
+    @property
+    def started(self) -> bool:
+        return self._listener is not None
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop listening and close every connection.
+
+        Runs ``before_stop`` (then the extension hook ``_before_stop``),
+        sends every WebSocket client a 1001 Close frame, and waits up to
+        ``timeout`` seconds for the frames to be flushed and the closing
+        handshakes to finish; connections still open then are dropped.
+        ``on_client_closed`` has run for every client when this returns, and
+        ``start()`` can listen on the same port again.
+        """
+        if self._listener is None or self._stopping:
+            return
+        self._stopping = True
+        try:
+            self._invoke(self.before_stop, None)
+            self._invoke(self._before_stop, None)
+            self._listener.close()
+            for peer in list(self._peers):
+                if peer.phase is _Phase.WEBSOCKET:
+                    peer.start_close(CloseCode.GOING_AWAY, "server stopping")
+                elif peer._body is None:
+                    peer.stream.close()
+            reactor = self.reactor
+            deadline = reactor.time() + timeout
+            while self._peers and reactor.time() < deadline:
+                reactor.poll(min(0.05, max(0.0, deadline - reactor.time())))
+            for peer in list(self._peers):
+                peer.stream.abort(TimeoutError("server stopped"))
+        finally:
+            self._listener = None
+            self._stopping = False
+            self.reactor.stop()
+
+    # -- pumping ---------------------------------------------------------
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Do the ready network work and due timers; see :meth:`Reactor.poll`."""
+        return self.reactor.poll(timeout)
+
+    def serve_forever(self) -> None:
+        """Poll until :meth:`stop` (for programs without a GUI loop)."""
+        self.reactor.serve_forever()
+
+    def fileno(self) -> int | None:
+        return self.reactor.fileno()
+
+    def next_deadline(self) -> float | None:
+        return self.reactor.next_deadline()
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` on the polling thread soon. The one method
+        that is safe to call from any thread."""
+        self.reactor.call_soon_threadsafe(callback, *args)
+
+    # -- sending ---------------------------------------------------------
+
+    def send(self, client: Client | int, data: Data) -> bool:
+        """Send ``data`` to one client: ``str`` as text, bytes-like as binary.
+
+        False if the client is not connected or already has ``write_limit``
+        bytes waiting (nothing is queued then).
+        """
+        peer = self._open_peer(client)
+        if peer is None:
+            return False
+        peer.stream.write(*_encode_message(data))
+        return True
+
+    def publish(self, data: Data) -> bool:
+        """Send ``data`` to every connected client; the frame is encoded once.
+
+        True if every client took it; clients over their ``write_limit`` are
+        skipped.
+        """
+        frame = _encode_message(data)
+        delivered = True
+        for client in list(self._clients.values()):
+            peer = client._peer
+            if not peer.is_open:
+                continue
+            if peer.stream.buffered_amount >= self.write_limit:
+                delivered = False
+                continue
+            peer.stream.write(*frame)
+        return delivered
+
+    def send_data(
+        self,
+        client: Client | int,
+        data: Data,
+        opcode: int = Opcode.BINARY,
+        fin: bool = True,
+        rsv1: bool = False,
+        rsv2: bool = False,
+        rsv3: bool = False,
+    ) -> bool:
+        """Send one raw frame with explicit opcode, FIN and RSV bits."""
+        if not 0 <= opcode <= 0xF:
+            raise ValueError("opcode is 0 to 15")
+        payload = _as_payload(data)
+        if opcode >= 0x8 and (not fin or len(payload) > 125):
+            raise ValueError("control frames are final and carry at most 125 bytes")
+        peer = self._open_peer(client)
+        if peer is None:
+            return False
+        peer.stream.write(*encode_frame(opcode, payload, fin, rsv1, rsv2, rsv3))
+        return True
+
+    def close(self, client: Client | int, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake with ``code`` and ``reason``; the
+        connection ends when the client answers or ``close_timeout`` passes."""
+        found = self.client(client) if isinstance(client, int) else client
+        if found is not None:
+            found._peer.start_close(code, reason)
+
+    def _open_peer(self, client: Client | int) -> _Peer | None:
+        found = self.client(client) if isinstance(client, int) else client
+        if found is None:
+            return None
+        peer = found._peer
+        if not peer.is_open or peer.stream.buffered_amount >= self.write_limit:
+            return None
+        return peer
+
+    # -- queries ---------------------------------------------------------
+
+    def client(self, client_id: int) -> Client | None:
+        """The :class:`Client` with that id, while it is connected or connecting."""
+        return self._clients.get(client_id)
+
+    def clients(self) -> list[Client]:
+        """Every WebSocket client now (connecting and closing ones included)."""
+        return list(self._clients.values())
+
+    def client_count(self) -> int:
+        """WebSocket clients from their upgrade request until closed."""
+        return len(self._clients)
+
+    def is_closed(self, client: Client | int) -> bool:
+        found = self.client(client) if isinstance(client, int) else client
+        return found is None or found.is_closed
+
+    def is_connected(self, client: Client | int) -> bool:
+        found = self.client(client) if isinstance(client, int) else client
+        return found is not None and found.is_connected
+
+    def get_local_ip(self) -> tuple[str, int] | None:
+        """The bound (host, port), or None if not started."""
+        if self._listener is None:
+            return None
+        host, port = self._listener.address[:2]
+        return host, port
+
+    def get_remote_ip(self, client: Client | int) -> tuple[str, int] | None:
+        found = self.client(client) if isinstance(client, int) else client
+        return None if found is None else (found.remote_address[0], found.remote_address[1])
+
+    def get_url(self, path: str = "", use_lan_ip: bool = False) -> str | None:
+        """The ``ws://host:port/path`` URL, or None if not started. A wildcard
+        bind shows as ``localhost``, or as the LAN address with ``use_lan_ip``."""
+        return self._url("ws", path, use_lan_ip)
+
+    def _url(self, scheme: str, path: str, use_lan_ip: bool) -> str | None:
+        local = self.get_local_ip()
+        if local is None:
+            return None
+        host, port = local
+        if host in ("0.0.0.0", "::"):
+            host = _lan_address(socket.AF_INET6 if host == "::" else socket.AF_INET) if use_lan_ip else "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{port}/{path.lstrip('/')}"
+
+    # -- internals -------------------------------------------------------
+
+    def _accept(self, sock: socket.socket, address: Any) -> None:
+        if len(self._peers) >= self.max_connections or self._stopping:
+            refusal = Stream(self.reactor, sock)
+            refusal.write(render_head(503, [("Content-Length", "0"), ("Connection", "close"), ("Retry-After", "1")]))
+            refusal.close()
+            return
+        self._peers.add(_Peer(self, sock))
+
+    def _request_parser(self) -> RequestParser:
+        return RequestParser(max_header_bytes=self.max_header_bytes)
+
+    def _invoke(self, callback: Callable[..., Any] | None, client: Client | None, *args: Any, default: Any = None, error_result: Any = None) -> Any:
+        """Call application code; an exception goes to ``on_error``, never up."""
+        if callback is None:
+            return default
+        try:
+            return callback(*args)
+        except Exception as exc:
+            self._report_error(client, exc)
+            return error_result
+
+    def _report_error(self, client: Client | None, exc: BaseException) -> None:
+        handler = self.on_error
+        if handler is not None:
+            try:
+                handler(client, exc)
+                return
+            except Exception:
+                logger.exception("on_error raised while handling %r", exc)
+        logger.error("error on %r: %s", client, exc, exc_info=exc if not isinstance(exc, ProtocolError) else None)
+
+
+def _lan_address(family: int) -> str:
+    """This machine's address on its default route; connecting a UDP socket
+    sends no packet, it only asks the kernel which interface it would use."""
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.connect((probe, 9))
+            return udp.getsockname()[0]
+    except OSError:
+        return "localhost"
