@@ -325,8 +325,13 @@ class _Peer:
         self.client = client
         server._clients[client.id] = client
         response = UpgradeResponse()
-        if not server._invoke(server.on_upgrade_to_websocket, client, client, request, response, offer.subprotocols, offer.origin, default=True, error_result=False):
-            response.error_status(500, "upgrade hook failed")
+        hook = server.on_upgrade_to_websocket
+        if hook is not None:
+            try:
+                hook(client, request, response, offer.subprotocols, offer.origin)
+            except Exception as exc:
+                server._report_error(client, exc)
+                response.error_status(500, "upgrade hook failed")
         subprotocol = response.headers.get("Sec-WebSocket-Protocol")
         if not response.refused and subprotocol is not None and subprotocol not in offer.subprotocols:
             server._report_error(client, ValueError(f"subprotocol {subprotocol!r} was not offered by the client"))
@@ -771,15 +776,18 @@ class Server:
     def _request_parser(self) -> RequestParser:
         return RequestParser(max_header_bytes=self.max_header_bytes)
 
-    def _invoke(self, callback: Callable[..., Any] | None, client: Client | None, *args: Any, default: Any = None, error_result: Any = None) -> Any:
-        """Call application code; an exception goes to ``on_error``, never up."""
+    def _invoke(self, callback: Callable[..., Any] | None, client: Client | None, *args: Any) -> Any:
+        """Call application code; an exception goes to ``on_error``, never up.
+
+        Returns what the callback returned (None if it is unset or raised).
+        """
         if callback is None:
-            return default
+            return None
         try:
             return callback(*args)
         except Exception as exc:
             self._report_error(client, exc)
-            return error_result
+            return None
 
     def _report_error(self, client: Client | None, exc: BaseException) -> None:
         handler = self.on_error
