@@ -351,6 +351,9 @@ class _Peer:
         client.subprotocol = subprotocol
         self.ws = Connection(server.max_message_size, deliver_fragments=server.on_fragment is not None)
         self.phase = _Phase.WEBSOCKET
+        # on_drain must follow every refused send(): that needs the low-water
+        # mark below write_limit, whatever the reactor's write slice.
+        self.stream.low_water = min(self.stream.low_water, server.write_limit // 2)
         assert self.parser is not None
         leftover = self.parser.take_buffered()
         self.parser = None
