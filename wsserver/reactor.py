@@ -315,6 +315,10 @@ class Reactor:
         self._closed = False
         self._stopping = False
         self.time = time.monotonic
+        #: When (on :attr:`time`'s clock) a poll step last found a socket
+        #: ready: loop adapters that must pump on a timer (no :meth:`fileno`)
+        #: poll fast for a while after it and slowly otherwise.
+        self.last_activity = 0.0
 
     # -- the public loop interface ---------------------------------------
 
@@ -360,6 +364,8 @@ class Reactor:
             events = self._selector.select(wait)
         except InterruptedError:  # pragma: no cover - PEP 475 retries select()
             events = []
+        if events:
+            self.last_activity = self.time()
         ready = self._ready
         for key, mask in events:
             ready[key] = ready.get(key, 0) | mask
