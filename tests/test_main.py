@@ -1,0 +1,71 @@
+"""``python -m wsserver``: the demo server out of the box, in a subprocess."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+from websockets.sync.client import connect
+
+from conftest import DEADLINE
+
+
+def start(*args: str) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsserver", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # blocks until the server printed its URL
+    if not line.startswith("WebSocket: ws://"):
+        process.kill()
+        pytest.fail(f"unexpected first line {line!r}: {process.stderr.read() if process.stderr else ''}")
+    return process, line.split()[-1]
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(DEADLINE)
+
+
+def test_echo_by_default() -> None:
+    process, url = start()
+    try:
+        assert url.startswith("ws://127.0.0.1:")
+        with connect(url) as ws:
+            ws.send("ping me")
+            assert ws.recv(timeout=DEADLINE) == "ping me"
+            ws.send(b"\x00bin")
+            assert ws.recv(timeout=DEADLINE) == b"\x00bin"
+    finally:
+        assert stop(process) == 0
+
+
+def test_broadcast_relays_to_every_client() -> None:
+    process, url = start("--broadcast", "-v")
+    try:
+        with connect(url) as alice, connect(url) as bob:
+            alice.send("hello all")
+            assert alice.recv(timeout=DEADLINE) == "hello all"
+            assert bob.recv(timeout=DEADLINE) == "hello all"
+    finally:
+        assert stop(process) == 0
+    assert process.stderr is not None
+    assert "connected" in process.stderr.read()  # -v logs connections
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    process, url = start()
+    try:
+        port = url.rsplit(":", 1)[1].strip("/")
+        result = subprocess.run(
+            [sys.executable, "-m", "wsserver", "--port", port], capture_output=True, text=True, timeout=DEADLINE
+        )
+        assert result.returncode == 1
+        assert "cannot listen" in result.stderr
+    finally:
+        stop(process)
