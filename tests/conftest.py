@@ -115,7 +115,7 @@ def server() -> Server:
     srv = Server()
     srv.start("127.0.0.1", 0)
     yield srv
-    srv.stop()
+    srv.shutdown()
 
 
 @pytest.fixture

@@ -687,3 +687,40 @@ def test_heartbeat_disabled_with_minus_one() -> None:
     assert server.heartbeat_interval is None
     with pytest.raises(ValueError):
         Server(heartbeat_type=1)
+
+
+def test_stop_from_a_callback_runs_no_callback_afterwards(server: Server, recorder: Recorder) -> None:
+    after_stop: list[str] = []
+
+    def on_message(client: Client, message: Message) -> None:
+        if not server.started:
+            after_stop.append(message.data)
+        elif message.data == "stop":
+            server.stop()
+
+    server.on_message = on_message
+
+    def client() -> None:
+        with socket.create_connection(server.get_local_ip()) as sock:
+            sock.settimeout(DEADLINE)
+            sock.sendall(handshake_request())
+            read_http_head(sock)
+            # Both messages arrive in one read: the second must not be
+            # delivered once the first has stopped the server.
+            sock.sendall(client_frame(Opcode.TEXT, b"stop") + client_frame(Opcode.TEXT, b"late"))
+            while sock.recv(4096):
+                pass
+
+    run_client(server, client)
+    assert after_stop == []
+    recorder.check_invariants()
+
+
+def test_shutdown_releases_the_reactor() -> None:
+    server = Server()
+    server.start("127.0.0.1", 0)
+    server.shutdown()
+    assert server.reactor.closed and not server.started
+    with pytest.raises(RuntimeError):
+        server.start("127.0.0.1", 0)
+    server.shutdown()  # twice is harmless

@@ -424,6 +424,10 @@ class Reactor:
             raise
         return Listener(self, sock, on_accept)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Release the selector and the wake-up sockets. Streams must be closed first."""
         if self._closed:

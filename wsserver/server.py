@@ -377,6 +377,8 @@ class _Peer:
         self._write_protocol_output()
         server = self.server
         for event in events:
+            if self.stream.closed:
+                break  # a callback stopped the server or dropped us: on_client_closed already ran
             if isinstance(event, Message):
                 if server._stopping:
                     continue
@@ -587,6 +589,8 @@ class Server:
         """
         if self._listener is not None:
             raise RuntimeError("server already started")
+        if self.reactor.closed:
+            raise RuntimeError("server was shut down")
         self._listener = self.reactor.listen(host, port, self._accept, backlog)
 
     @property
@@ -625,6 +629,12 @@ class Server:
             self._listener = None
             self._stopping = False
             self.reactor.stop()
+
+    def shutdown(self) -> None:
+        """:meth:`stop`, then release the reactor's own descriptors (the
+        selector and its wake-up sockets). The server cannot start again."""
+        self.stop()
+        self.reactor.close()
 
     # -- pumping ---------------------------------------------------------
 
