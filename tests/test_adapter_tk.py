@@ -1,0 +1,299 @@
+"""The Tk adapter on a real Tk root under a private Xvfb, with real clients.
+
+Each test drives the Tk event loop itself (``dooneevent`` or ``mainloop``)
+while ``websockets`` clients run on threads, and checks that callbacks run
+on the Tk thread, that the window's widgets see the traffic, and that
+destroying the window closes every client with 1001.
+"""
+
+from __future__ import annotations
+
+import gc
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from conftest import DEADLINE, Recorder, Worker
+from guiclients import ListeningClient, start_clients, wait_until
+from wsserver import Server
+from xvfb import Xvfb, XvfbUnavailable
+
+tkinter = pytest.importorskip("tkinter", reason="tkinter is not installed (Debian: python3-tk)")
+import _tkinter  # noqa: E402
+
+from wsserver.adapters import tk as tk_adapter  # noqa: E402  (needs tkinter)
+
+
+@pytest.fixture(scope="session")
+def x_display() -> Iterator[str]:
+    xvfb = Xvfb()
+    try:
+        display = xvfb.start()
+    except XvfbUnavailable as exc:
+        pytest.skip(f"no X server for the Tk tests: {exc}")
+    yield display
+    _finished_roots.clear()
+    gc.collect()
+    xvfb.stop()
+
+
+_finished_roots: list[Any] = []
+
+
+@pytest.fixture
+def root(x_display: str) -> Iterator[Any]:
+    root = tkinter.Tk()
+    yield root
+    try:
+        root.destroy()
+    except tkinter.TclError:
+        pass  # the test destroyed it
+    # A Tcl interpreter must be deleted on the thread that made it. Keep
+    # every root until the session ends and collect them here then, so the
+    # garbage collector cannot free one on a client thread (Tcl aborts).
+    _finished_roots.append(root)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    server = Server()
+    server.start("127.0.0.1", 0)
+    yield server
+    server.stop()
+
+
+def tk_until(root: Any, condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> None:
+    """Run the Tk loop until ``condition()`` holds. Client threads cannot wake
+    Tk, so a 10 ms ticker makes each turn come back to look."""
+    ticker: list[str] = []
+
+    def tick() -> None:
+        ticker[:] = [root.after(10, tick)]
+
+    tick()
+    try:
+        wait_until(lambda: root.tk.dooneevent(0), condition, timeout, what)
+    finally:
+        root.after_cancel(ticker[0])
+
+
+def count_polls(server: Server) -> list[float]:
+    """Record the time of every ``poll()`` the adapter makes (patch before attach)."""
+    calls: list[float] = []
+    original = server.poll
+
+    def poll(timeout: float = 0.0) -> bool:
+        calls.append(time.monotonic())
+        return original(timeout)
+
+    server.poll = poll  # type: ignore[method-assign]
+    return calls
+
+
+def echo(server: Server) -> Recorder:
+    recorder = Recorder(server)
+    record = server.on_message
+
+    def on_message(client: Any, message: Any) -> None:
+        record(client, message)
+        client.send(message.data)
+
+    server.on_message = on_message
+    return recorder
+
+
+def test_echo_runs_every_callback_on_the_tk_thread(root: Any, server: Server) -> None:
+    recorder = echo(server)
+    log = tkinter.Listbox(root)
+    log.pack()
+    logged = server.on_message
+
+    def on_message(client: Any, message: Any) -> None:
+        logged(client, message)
+        log.insert("end", f"{client.id}: {message.data}")
+
+    server.on_message = on_message
+    tk_adapter.attach(server, root)
+
+    def talk(index: int) -> list[str]:
+        from websockets.sync.client import connect
+
+        with connect(server.get_url(), open_timeout=DEADLINE) as ws:
+            replies = []
+            for n in range(50):
+                ws.send(f"{index}-{n}")
+                replies.append(ws.recv(timeout=DEADLINE))
+            return replies
+
+    workers = [Worker(talk, i) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    tk_until(root, lambda: not any(w.is_alive() for w in workers), what="clients to finish")
+    for i, worker in enumerate(workers):
+        assert worker.outcome() == [f"{i}-{n}" for n in range(50)]
+    tk_until(root, recorder.all_closed, what="every on_client_closed")
+
+    assert log.size() == 200
+    assert recorder.thread_ids == {threading.get_ident()}
+    recorder.check_invariants()
+
+
+def test_publish_from_a_button(root: Any, server: Server) -> None:
+    recorder = Recorder(server)
+    entry = tkinter.Entry(root)
+    entry.insert(0, "hello from Tk")
+    button = tkinter.Button(root, text="Publish", command=lambda: server.publish(entry.get()))
+    entry.pack()
+    button.pack()
+    tk_adapter.attach(server, root)
+
+    clients = start_clients(server.get_url(), 3)
+    tk_until(root, lambda: len(recorder.opened) == 3, what="3 clients")
+    button.invoke()
+    tk_until(root, lambda: all(c.messages for c in clients), what="the published message")
+    assert [c.messages for c in clients] == [["hello from Tk"]] * 3
+    for client in clients:
+        client.check()
+
+
+def test_destroying_the_window_closes_every_client_with_1001(root: Any, server: Server) -> None:
+    recorder = Recorder(server)
+    port = server.get_local_ip()[1]
+    polls = count_polls(server)
+    tk_adapter.attach(server, root)
+    clients = start_clients(server.get_url(), 5)
+    tk_until(root, lambda: len(recorder.opened) == 5, what="5 clients")
+
+    # Closed the way a user closes it: from inside the running main loop.
+    root.after(0, root.destroy)
+    root.mainloop()
+
+    for client in clients:
+        client.join(DEADLINE)
+        client.check()
+    assert [c.close_code for c in clients] == [1001] * 5
+    recorder.check_invariants()
+    assert recorder.thread_ids == {threading.get_ident()}
+    assert not server.started
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=DEADLINE).close()
+
+    # Nothing of the adapter is left in the Tcl interpreter: no after() and
+    # no file handler, so no callback can run once the window is gone.
+    assert root.tk.call("after", "info") == ""
+    polls_at_close = len(polls)
+    server.start("127.0.0.1", 0)
+    ListeningClient(server.get_url()).start()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        root.tk.dooneevent(_tkinter.DONT_WAIT)
+    assert len(polls) == polls_at_close
+
+
+def test_destroying_a_child_widget_does_not_stop_the_server(root: Any, server: Server) -> None:
+    echo(server)
+    child = tkinter.Label(root, text="child")
+    child.pack()
+    tk_adapter.attach(server, root)
+    child.destroy()
+    worker = Worker(_echo_once, server.get_url())
+    worker.start()
+    tk_until(root, lambda: not worker.is_alive(), what="the echo")
+    assert worker.outcome() == "still here"
+
+
+def _echo_once(url: str) -> str:
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=DEADLINE) as ws:
+        ws.send("still here")
+        return ws.recv(timeout=DEADLINE)
+
+
+def test_a_worker_thread_publishes_10000_messages_in_order(root: Any, server: Server) -> None:
+    recorder = Recorder(server)
+    tk_adapter.attach(server, root)
+    client = ListeningClient(server.get_url())
+    client.start()
+    tk_until(root, lambda: len(recorder.opened) == 1, what="the client")
+
+    def produce() -> None:
+        for n in range(10_000):
+            server.call_soon_threadsafe(server.publish, str(n))
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    tk_until(root, lambda: len(client.messages) == 10_000, timeout=30, what="10,000 messages")
+    producer.join(DEADLINE)
+    assert client.messages == [str(n) for n in range(10_000)]
+    client.check()
+
+
+def test_idle_means_no_polls(root: Any) -> None:
+    """With clients connected and nothing happening, the Tk loop does not poll at all."""
+    server = Server(heartbeat_interval=None)
+    server.start("127.0.0.1", 0)
+    recorder = Recorder(server)
+    polls = count_polls(server)
+    tk_adapter.attach(server, root)
+    clients = start_clients(server.get_url(), 5)
+    tk_until(root, lambda: len(recorder.opened) == 5, what="5 clients")
+    # Let the last handshake bytes drain, then watch one quiet second.
+    tk_until(root, lambda: not server.reactor.has_pending_work() and all(c.connected.is_set() for c in clients))
+    before = len(polls)
+    cpu_before = time.process_time()
+    root.after(1000, root.quit)
+    root.mainloop()
+    assert len(polls) - before <= 2, f"{len(polls) - before} polls in an idle second"
+    assert time.process_time() - cpu_before < 0.5
+    server.stop()
+
+
+def test_protocol_deadlines_fire_without_traffic(root: Any) -> None:
+    """A connection that never sends its request is closed at handshake_timeout:
+    only the adapter's deadline timer can make that happen."""
+    server = Server(handshake_timeout=0.2)
+    server.start("127.0.0.1", 0)
+    tk_adapter.attach(server, root)
+    silent = socket.create_connection(server.get_local_ip(), timeout=DEADLINE)
+    started = time.monotonic()
+    closed = threading.Event()
+
+    def wait_for_eof() -> None:
+        silent.recv(1)
+        closed.set()
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
+    tk_until(root, closed.is_set, what="the handshake timeout")
+    assert 0.19 <= time.monotonic() - started < 5.0
+    silent.close()
+    server.stop()
+
+
+def test_timer_pumping_where_there_is_no_descriptor(root: Any, server: Server) -> None:
+    echo(server)
+    polls = count_polls(server)
+    handle = tk_adapter.attach(server, root, use_fileno=False)
+    assert handle.fd is None
+    worker = Worker(_echo_once, server.get_url())
+    worker.start()
+    tk_until(root, lambda: not worker.is_alive(), what="the echo")
+    assert worker.outcome() == "still here"
+    assert polls, "the timer never polled"
+
+
+def test_detach_stops_pumping(root: Any, server: Server) -> None:
+    polls = count_polls(server)
+    handle = tk_adapter.attach(server, root)
+    tk_until(root, lambda: polls, what="the first poll")
+    handle.detach()
+    assert root.tk.call("after", "info") == ""
+    count = len(polls)
+    socket.create_connection(server.get_local_ip(), timeout=DEADLINE).close()
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline:
+        root.tk.dooneevent(_tkinter.DONT_WAIT)
+    assert len(polls) == count
