@@ -50,6 +50,7 @@ class QtPump(Pump):
 
     def start(self) -> None:
         self.app.aboutToQuit.connect(self._on_about_to_quit)
+        _attached.add(self)
         super().start()
 
     def detach(self) -> None:
@@ -58,6 +59,7 @@ class QtPump(Pump):
             return
         super().detach()
         self.app.aboutToQuit.disconnect(self._on_about_to_quit)
+        _attached.discard(self)
 
     def _on_about_to_quit(self) -> None:
         self.detach()
@@ -75,6 +77,11 @@ class QtPump(Pump):
 
     def _set_deadline_timer(self, delay: float | None) -> None:
         _arm(self._deadline_timer, delay)
+
+
+# Qt holds its connections to Python methods weakly: without this, a pump
+# whose handle the program drops would be collected and stop pumping.
+_attached: set[QtPump] = set()
 
 
 def _single_shot(callback: object, kind: Qt.TimerType) -> QTimer:

@@ -1,0 +1,267 @@
+"""The Qt adapter on a real QApplication (offscreen platform), with real clients.
+
+Each test drives the Qt event loop itself while ``websockets`` clients run on
+threads. A process holds one QApplication, so the bare QCoreApplication case
+runs in a child process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from conftest import DEADLINE, Recorder, Worker
+from guiclients import ListeningClient, start_clients, wait_until
+from wsserver import Server
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+QtCore = pytest.importorskip("PySide6.QtCore", reason="PySide6 is not installed (pip install -e '.[qt]')")
+QtWidgets = pytest.importorskip("PySide6.QtWidgets", reason="PySide6 has no QtWidgets here")
+from wsserver.adapters import qt as qt_adapter  # noqa: E402  (needs PySide6)
+
+QEventLoop, QTimer = QtCore.QEventLoop, QtCore.QTimer
+
+
+@pytest.fixture(scope="session")
+def app() -> Any:
+    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+
+
+@pytest.fixture
+def server(app: Any) -> Iterator[Server]:
+    server = Server()
+    server.start("127.0.0.1", 0)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def attach(app: Any) -> Iterator[Callable[..., qt_adapter.QtPump]]:
+    """``attach(server, **options)``, detached again after the test."""
+    handles: list[qt_adapter.QtPump] = []
+
+    def attach(server: Server, **options: Any) -> qt_adapter.QtPump:
+        handles.append(qt_adapter.attach(server, **options))
+        return handles[-1]
+
+    yield attach
+    for handle in handles:
+        handle.detach()
+
+
+def qt_until(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> None:
+    """Run the Qt loop until ``condition()`` holds. Client threads cannot wake
+    Qt, so a 10 ms ticker makes each turn come back to look."""
+    ticker = QTimer()
+    ticker.start(10)
+    flags = QEventLoop.ProcessEventsFlag.AllEvents | QEventLoop.ProcessEventsFlag.WaitForMoreEvents
+    try:
+        wait_until(lambda: QtCore.QCoreApplication.processEvents(flags), condition, timeout, what)
+    finally:
+        ticker.stop()
+
+
+def run_loop_for(seconds: float) -> None:
+    """Run a nested event loop for ``seconds`` (it does not emit aboutToQuit)."""
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+
+
+def count_polls(server: Server) -> list[float]:
+    calls: list[float] = []
+    original = server.poll
+
+    def poll(timeout: float = 0.0) -> bool:
+        calls.append(time.monotonic())
+        return original(timeout)
+
+    server.poll = poll  # type: ignore[method-assign]
+    return calls
+
+
+def _echo_once(url: str, text: str = "still here") -> str:
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=DEADLINE) as ws:
+        ws.send(text)
+        return ws.recv(timeout=DEADLINE)
+
+
+def test_echo_runs_every_callback_on_the_gui_thread(server: Server, attach: Any) -> None:
+    recorder = Recorder(server)
+    log = QtWidgets.QListWidget()
+    recorded = server.on_message
+
+    def on_message(client: Any, message: Any) -> None:
+        recorded(client, message)
+        log.addItem(f"{client.id}: {message.data}")
+        client.send(message.data)
+
+    server.on_message = on_message
+    attach(server)
+    workers = [Worker(_echo_once, server.get_url(), f"hello {i}") for i in range(4)]
+    for worker in workers:
+        worker.start()
+    qt_until(lambda: not any(w.is_alive() for w in workers), what="clients to finish")
+    assert [w.outcome() for w in workers] == [f"hello {i}" for i in range(4)]
+    qt_until(recorder.all_closed, what="every on_client_closed")
+    assert log.count() == 4
+    assert recorder.thread_ids == {threading.get_ident()}
+    recorder.check_invariants()
+
+
+def test_publish_from_a_button(server: Server, attach: Any) -> None:
+    recorder = Recorder(server)
+    edit = QtWidgets.QLineEdit("hello from Qt")
+    button = QtWidgets.QPushButton("Publish")
+    button.clicked.connect(lambda: server.publish(edit.text()))
+    attach(server)
+    clients = start_clients(server.get_url(), 3)
+    qt_until(lambda: len(recorder.opened) == 3, what="3 clients")
+    button.click()
+    qt_until(lambda: all(c.messages for c in clients), what="the published message")
+    assert [c.messages for c in clients] == [["hello from Qt"]] * 3
+
+
+def test_quitting_the_application_closes_every_client_with_1001(app: Any, server: Server, attach: Any) -> None:
+    recorder = Recorder(server)
+    port = server.get_local_ip()[1]
+    handle = attach(server)
+    clients = start_clients(server.get_url(), 5)
+    qt_until(lambda: len(recorder.opened) == 5, what="5 clients")
+
+    QTimer.singleShot(0, app.quit)
+    app.exec()
+
+    for client in clients:
+        client.join(DEADLINE)
+        client.check()
+    assert [c.close_code for c in clients] == [1001] * 5
+    recorder.check_invariants()
+    assert recorder.thread_ids == {threading.get_ident()}
+    assert not handle.attached and not server.started
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=DEADLINE).close()
+
+
+def test_a_worker_thread_publishes_10000_messages_in_order(server: Server, attach: Any) -> None:
+    recorder = Recorder(server)
+    attach(server)
+    client = ListeningClient(server.get_url())
+    client.start()
+    qt_until(lambda: len(recorder.opened) == 1, what="the client")
+
+    def produce() -> None:
+        for n in range(10_000):
+            server.call_soon_threadsafe(server.publish, str(n))
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    qt_until(lambda: len(client.messages) == 10_000, timeout=30, what="10,000 messages")
+    producer.join(DEADLINE)
+    assert client.messages == [str(n) for n in range(10_000)]
+
+
+def test_idle_means_no_polls(app: Any, attach: Any) -> None:
+    server = Server(heartbeat_interval=None)
+    server.start("127.0.0.1", 0)
+    recorder = Recorder(server)
+    polls = count_polls(server)
+    attach(server)
+    clients = start_clients(server.get_url(), 5)
+    qt_until(lambda: len(recorder.opened) == 5 and all(c.connected.is_set() for c in clients), what="5 clients")
+    qt_until(lambda: not server.reactor.has_pending_work())
+    before = len(polls)
+    run_loop_for(1.0)
+    assert len(polls) - before <= 2, f"{len(polls) - before} polls in an idle second"
+    server.stop()
+
+
+def test_protocol_deadlines_fire_without_traffic(attach: Any) -> None:
+    server = Server(handshake_timeout=0.2)
+    server.start("127.0.0.1", 0)
+    attach(server)
+    silent = socket.create_connection(server.get_local_ip(), timeout=DEADLINE)
+    started = time.monotonic()
+    closed = threading.Event()
+    threading.Thread(target=lambda: (silent.recv(1), closed.set()), daemon=True).start()
+    qt_until(closed.is_set, what="the handshake timeout")
+    assert 0.19 <= time.monotonic() - started < 5.0
+    silent.close()
+    server.stop()
+
+
+def test_timer_pumping_where_there_is_no_descriptor(server: Server, attach: Any) -> None:
+    server.on_message = lambda client, message: client.send(message.data)
+    handle = attach(server, use_fileno=False)
+    assert handle.fd is None
+    worker = Worker(_echo_once, server.get_url())
+    worker.start()
+    qt_until(lambda: not worker.is_alive(), what="the echo")
+    assert worker.outcome() == "still here"
+
+
+CORE_APPLICATION = textwrap.dedent(
+    """
+    import sys
+    from PySide6.QtCore import QCoreApplication
+    import wsserver
+    from wsserver.adapters import qt
+
+    app = QCoreApplication([])
+    server = wsserver.Server()
+    closed = []
+    server.on_message = lambda client, message: app.quit() if message.data == "quit" else client.send(message.data)
+    server.on_client_closed = lambda client: closed.append(client.id)
+    server.start("127.0.0.1", 0)
+    qt.attach(server)
+    print(server.get_url(), flush=True)
+    app.exec()
+    print("closed", len(closed), "started", server.started, flush=True)
+    """
+)
+
+
+def test_a_bare_qcoreapplication(app: Any) -> None:
+    """No widgets at all: a console Qt program. Quitting from a callback stops the server."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", CORE_APPLICATION],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
+    try:
+        url = child.stdout.readline().strip()
+        assert url.startswith("ws://127.0.0.1:"), url
+        with connect(url, open_timeout=DEADLINE) as ws:
+            ws.send("echo me")
+            assert ws.recv(timeout=DEADLINE) == "echo me"
+            ws.send("quit")
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=DEADLINE)
+            assert ws.close_code == 1001
+        out, _ = child.communicate(timeout=DEADLINE)
+        assert out.split() == ["closed", "1", "started", "False"]
+        assert child.returncode == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_importing_wsserver_imports_no_gui_toolkit() -> None:
+    code = "import sys, wsserver, wsserver.adapters; print(sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'tkinter', '_tkinter')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE, check=True).stdout
+    assert out.strip() == "[]"
