@@ -1,7 +1,8 @@
 """``python -m wsserver``: an echo (or broadcast) WebSocket server with its page.
 
-    python -m wsserver                 # echo on 127.0.0.1:8765
+    python -m wsserver                 # echo on 127.0.0.1:8765, chat page at /
     python -m wsserver --broadcast     # relay every message to every client
+    python -m wsserver --root site/    # serve the files of site/ instead
     python -m wsserver --host 0.0.0.0  # reachable from the LAN
 """
 
@@ -11,12 +12,16 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from . import Client, Message, Server
 
+#: The built-in chat/echo page, served when no ``--root`` is given.
+BUILTIN_ROOT = Path(__file__).with_name("static")
 
-def build_server(broadcast: bool) -> Server:
-    server = Server()
+
+def build_server(broadcast: bool, root: str | Path = BUILTIN_ROOT) -> Server:
+    server = Server(root=root)
     log = logging.getLogger("wsserver.demo")
 
     def on_open(client: Client) -> None:
@@ -42,11 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for the LAN)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     parser.add_argument("--broadcast", action="store_true", help="relay every message to all clients instead of echoing")
+    parser.add_argument("--root", metavar="DIR", help="serve the files of DIR over HTTP (default: the built-in chat page)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
-    server = build_server(args.broadcast)
+    if args.root is not None and not Path(args.root).is_dir():
+        print(f"--root {args.root}: not a directory", file=sys.stderr)
+        return 2
+    server = build_server(args.broadcast, args.root if args.root is not None else BUILTIN_ROOT)
     try:
         server.start(args.host, args.port)
     except OSError as exc:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any, Union
 
 from .http.headers import Headers
 from .http.request import HttpError, Request, RequestParser
-from .http.response import SERVER_NAME, Response, error_response, http_date, render_head
+from .http.response import SERVER_NAME, Response, http_date, render_head
 from .http.server import HttpServer
+from .http.sse import EventStream
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     CloseCode,
@@ -152,6 +154,7 @@ class _Peer:
         self.client: Client | None = None
         self.opened = False  # on_open ran, so on_client_closed is owed
         self._body: Any = None  # the iterator of a streamed response body
+        self._body_resume: Timer | None = None  # the next poll step's turn at pumping it
         self._chunked = False
         self._keep_alive = True
         self._timer: Timer | None = None
@@ -208,7 +211,7 @@ class _Peer:
             if timer is not None:
                 timer.cancel()
         self._timer = self._heartbeat_timer = None
-        self._body = None
+        self._release_body()
         self.server._peers.discard(self)
         client = self.client
         if client is None:
@@ -227,6 +230,7 @@ class _Peer:
 
     def _serve_requests(self) -> None:
         parser = self.parser
+        http_server = self.server.http_server
         while self.phase is _Phase.HTTP and self._body is None and not self.stream.is_closing:
             assert parser is not None
             try:
@@ -239,15 +243,18 @@ class _Peer:
             self._set_timer(None, self._request_timed_out)
             request.client_address = self.stream.peer_address
             if is_upgrade_request(request.headers):
-                self._upgrade(request)
+                if http_server.accepts_websocket(request.path):
+                    self._upgrade(request)
+                else:
+                    self._send_error(404, "no WebSocket on this path")
             else:
                 self._keep_alive = request.keep_alive and not self.server._stopping
-                self._send_response(request, self.server.http_server.handle(request))
+                self._send_response(request, http_server.handle(request))
 
     def _send_error(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
-        """Answer with an error and close the connection."""
+        """Answer with an error (the application's error page, if it has one) and close the connection."""
         self._keep_alive = False
-        self._send_response(None, error_response(status, message, headers or ()))
+        self._send_response(None, self.server.http_server.error_response(status, message, headers or ()))
 
     def _send_response(self, request: Request | None, response: Response) -> None:
         headers = Headers([("Date", http_date()), ("Server", SERVER_NAME)])
@@ -256,6 +263,7 @@ class _Peer:
         body = response.body
         has_body = request is None or request.method != "HEAD"
         no_body_status = response.status in (204, 304) or response.status < 200
+        http10 = request is not None and request.version == "HTTP/1.0"
         self._chunked = False
         if isinstance(body, (bytes, bytearray, memoryview)):
             if not no_body_status:
@@ -264,42 +272,85 @@ class _Peer:
         else:
             chunks = iter(body)
             if "Content-Length" not in headers and not no_body_status:
-                self._chunked = True
-                headers["Transfer-Encoding"] = "chunked"
+                if http10:
+                    self._keep_alive = False  # HTTP/1.0 has no chunked coding: the close ends the body
+                else:
+                    self._chunked = True
+                    headers["Transfer-Encoding"] = "chunked"
         if not self._keep_alive:
             headers["Connection"] = "close"
+        elif http10:
+            headers["Connection"] = "keep-alive"
         self.stream.write(render_head(response.status, headers.raw_items()))
+        if chunks is not None:
+            self._body = chunks
         if not has_body or no_body_status:
+            self._release_body()
             self._finish_response()
         elif chunks is None:
             self.stream.write(body)  # type: ignore[arg-type]
             self._finish_response()
         else:
-            self._body = chunks
+            if isinstance(chunks, EventStream):
+                stream = self.stream
+                chunks._attach(self._pump_body, lambda: stream.buffered_amount, self.server.write_limit)
             self._pump_body()
 
     def _pump_body(self) -> None:
-        """Write streamed body chunks while the socket keeps up."""
+        """Write streamed body chunks while the socket keeps up, for at most
+        one poll budget; the rest goes on at the next poll step."""
         stream = self.stream
+        reactor = self.reactor
+        stop_at = reactor.time() + reactor.budget
         while self._body is not None and stream.buffered_amount <= stream.low_water and not stream.is_closing:
+            if reactor.time() >= stop_at:
+                # The kernel keeps taking bytes (a fast reader of a big file):
+                # yield the GUI thread, resume on the next step.
+                if self._body_resume is None:
+                    self._body_resume = reactor.call_later(0, self._resume_body)
+                return
             try:
                 chunk = next(self._body)
             except StopIteration:
-                self._body = None
+                self._release_body()
                 if self._chunked:
                     stream.write(b"0\r\n\r\n")
                 self._finish_response()
                 return
             except Exception as exc:
                 self.server._report_error(None, exc)
-                self._body = None
+                self._release_body()
                 stream.abort(exc)  # the answer is cut short: the client must not take it as whole
                 return
+            if chunk is None:
+                return  # an event stream with nothing to send yet: it resumes the pump
             if chunk:
                 stream.write(b"%x\r\n" % len(chunk), chunk, b"\r\n") if self._chunked else stream.write(chunk)
 
+    def _resume_body(self) -> None:
+        self._body_resume = None
+        self._pump_body()
+
+    def _release_body(self) -> None:
+        """Forget the streamed body, closing it (a file, an event stream) if it can be."""
+        body, self._body = self._body, None
+        if self._body_resume is not None:
+            self._body_resume.cancel()
+            self._body_resume = None
+        close = getattr(body, "close", None)
+        if close is not None:
+            self.server._invoke(close, None)
+
+    def stop_http(self) -> None:
+        """The server is stopping: close an idle connection, end an event
+        stream, and let a download finish (within the stop timeout)."""
+        if self._body is None:
+            self.stream.close()
+        elif isinstance(self._body, EventStream):
+            self.server._invoke(self._body.close, None)
+
     def _finish_response(self) -> None:
-        if not self._keep_alive:
+        if not self._keep_alive or self.server._stopping:
             self.stream.close()
             return
         self._set_timer(self.server.keepalive_timeout, self._request_timed_out)
@@ -523,6 +574,8 @@ class Server:
     :param heartbeat_data: the heartbeat frames' payload.
     :param origins: if set, the ``Origin`` values allowed to upgrade (403 otherwise).
     :param poll_budget: seconds of work one :meth:`poll` does at most.
+    :param root: the document root that ``http_server`` serves files from
+        (see :class:`~wsserver.http.server.HttpServer`); None for none.
     """
 
     translate_message = _TranslateHook()
@@ -543,6 +596,7 @@ class Server:
         heartbeat_data: Data = b"",
         origins: list[str | None] | None = None,
         poll_budget: float = 0.002,
+        root: str | os.PathLike[str] | None = None,
     ) -> None:
         if heartbeat_type not in (Opcode.PING, Opcode.PONG):
             raise ValueError("heartbeat_type is 9 (ping) or 10 (pong)")
@@ -572,7 +626,7 @@ class Server:
         self._before_stop: Callable[[], Any] | None = None
 
         self.reactor = Reactor(budget=poll_budget)
-        self.http_server = HttpServer(self)
+        self.http_server = HttpServer(self, root)
         self._listener: Any = None
         self._peers: set[_Peer] = set()
         self._clients: dict[int, Client] = {}
@@ -617,8 +671,8 @@ class Server:
             for peer in list(self._peers):
                 if peer.phase is _Phase.WEBSOCKET:
                     peer.start_close(CloseCode.GOING_AWAY, "server stopping")
-                elif peer._body is None:
-                    peer.stream.close()
+                else:
+                    peer.stop_http()
             reactor = self.reactor
             deadline = reactor.time() + timeout
             while self._peers and reactor.time() < deadline:

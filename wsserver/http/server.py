@@ -1,41 +1,83 @@
-"""The HTTP server that shares the WebSocket port: routes and their answers.
+"""The HTTP server that shares the WebSocket port: routes, static files,
+error pages, and the answers to them.
 
 :class:`HttpServer` turns a parsed :class:`~wsserver.http.request.Request`
 into a :class:`~wsserver.http.response.Response`. It does no socket I/O;
 the connection driver in :mod:`wsserver.server` reads requests and writes
-the answers.
+the answers (streaming file and event-stream bodies as the socket drains).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Collection, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from .request import Request
+from . import static
+from .request import HttpError, Request
 from .response import Response, error_response
+from .sse import EventStream
 
 if TYPE_CHECKING:
     from ..server import Server
 
-__all__ = ["HttpServer", "Handler", "HandlerResult"]
+__all__ = ["HttpServer", "Handler", "HandlerResult", "ErrorPage", "to_response"]
 
-#: What a route handler may return: text, bytes, JSON-able dict/list, or a Response.
-HandlerResult = Union[str, bytes, dict, list, Response, None]
+#: What a route handler may return: text, bytes, JSON-able dict/list, a
+#: Response, an EventStream, or None (204).
+HandlerResult = Union[str, bytes, dict, list, Response, EventStream, None]
 Handler = Callable[[Request], HandlerResult]
+#: A custom error page: a file under the root, or ``(request, status) -> result``
+#: (``request`` is None when the request could not be parsed).
+ErrorPage = Union[str, Callable[[Union[Request, None], int], HandlerResult]]
+
+#: Methods this server knows; any other gets 501 Not Implemented.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+_READ_ONLY = ("GET", "HEAD")
+# Custom error page files are read whole; anything bigger is not an error page.
+_MAX_ERROR_PAGE = 1024 * 1024
 
 
 class HttpServer:
-    """Routes by path, served on the WebSocket server's port.
+    """Routes and static files, served on the WebSocket server's port.
 
-    Register handlers with :meth:`route`; a handler takes the request and
-    returns ``str`` (text/plain), ``bytes``, a ``dict``/``list`` (JSON), a
-    :class:`Response`, or None (204). A handler that raises gives 500 and the
-    exception goes to the server's ``on_error``.
+    Routes are tried first, then files under :attr:`root`.
+
+    :ivar root: the document root (a directory), or None to serve routes only.
+    :ivar index: the file served for a directory (``index.html``).
+    :ivar directory_listing: list a directory that has no index file
+        (off by default: 403).
+    :ivar cache_control: the ``Cache-Control`` of static files; the default
+        ``"no-cache"`` makes browsers revalidate (cheaply, with ``ETag``).
+    :ivar fallback: for single-page apps, the file under the root served
+        for a ``GET`` of a path that does not exist and has no file
+        extension (``"index.html"``), or None.
+    :ivar error_pages: custom answers by status: a file path under the
+        root, or a function ``(request, status)`` returning what a route
+        handler returns.
+    :ivar websocket_paths: the paths where a WebSocket upgrade is accepted,
+        or None for every path (others get 404).
     """
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, root: str | os.PathLike[str] | None = None) -> None:
         self._server = server
         self._routes: dict[str, tuple[frozenset[str], Handler]] = {}
+        self.root = root
+        self.index = "index.html"
+        self.directory_listing = False
+        self.cache_control: str | None = "no-cache"
+        self.fallback: str | None = None
+        self.error_pages: dict[int, ErrorPage] = {}
+        self.websocket_paths: Collection[str] | None = None
+
+    @property
+    def root(self) -> Path | None:
+        return self._root
+
+    @root.setter
+    def root(self, value: str | os.PathLike[str] | None) -> None:
+        self._root = None if value is None else Path(value)
 
     def route(
         self,
@@ -43,8 +85,12 @@ class HttpServer:
         methods: Iterable[str] = ("GET",),
         handler: Handler | None = None,
     ) -> Any:
-        """Register ``handler`` for ``path``; without ``handler``, a decorator.
+        """Register ``handler`` for the exact ``path``; without ``handler``, a decorator.
 
+        A handler takes the :class:`Request` and returns ``str`` (HTML if it
+        starts with ``<``, else plain text), ``bytes``, a ``dict``/``list``
+        (JSON), a :class:`Response`, an :class:`EventStream`, or None (204).
+        One that raises gives 500 and the exception goes to ``on_error``.
         ``GET`` routes answer ``HEAD`` too.
         """
         allowed = frozenset(m.upper() for m in methods)
@@ -57,24 +103,110 @@ class HttpServer:
 
         return register(handler) if handler is not None else register
 
+    def accepts_websocket(self, path: str) -> bool:
+        """Whether a WebSocket upgrade may happen on ``path``."""
+        return self.websocket_paths is None or path in self.websocket_paths
+
     def handle(self, request: Request) -> Response:
-        """The answer to ``request``."""
-        route = self._routes.get(request.path)
-        if route is None:
-            return error_response(404)
-        allowed, handler = route
-        if request.method not in allowed:
-            return error_response(405, headers=[("Allow", ", ".join(sorted(allowed)))])
+        """The answer to ``request``; it never raises."""
         try:
-            result = handler(request)
+            return self._dispatch(request)
+        except HttpError as exc:
+            return self.error_response(exc.status, exc.message, request=request)
         except Exception as exc:
             self._server._report_error(None, exc)
-            return error_response(500)
-        return to_response(result)
+            return self.error_response(500, request=request)
+
+    def error_response(
+        self,
+        status: int,
+        message: str = "",
+        headers: Iterable[tuple[str, str]] = (),
+        request: Request | None = None,
+    ) -> Response:
+        """The answer for an error ``status``: the custom page from
+        :attr:`error_pages` if there is one, else a short text."""
+        headers = list(headers)
+        page = self.error_pages.get(status)
+        if page is not None:
+            try:
+                response = self._error_page(page, request, status)
+            except Exception as exc:
+                self._server._report_error(None, exc)
+            else:
+                for name, value in headers:
+                    response.headers[name] = value
+                return response
+        return error_response(status, message, headers)
 
     def get_url(self, path: str = "", use_lan_ip: bool = False) -> str | None:
         """The ``http://`` URL of ``path`` on this server, or None if it is not started."""
         return self._server._url("http", path, use_lan_ip)
+
+    # -- internals -------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> Response:
+        if request.method not in KNOWN_METHODS:
+            return self.error_response(501, f"method {request.method} not implemented", request=request)
+        route = self._routes.get(request.path)
+        if route is not None:
+            allowed, handler = route
+            if request.method not in allowed:
+                return self.error_response(405, headers=[("Allow", ", ".join(sorted(allowed)))], request=request)
+            try:
+                result = handler(request)
+            except Exception as exc:
+                self._server._report_error(None, exc)
+                return self.error_response(500, request=request)
+            return to_response(result)
+        if self._root is None:
+            return self.error_response(404, request=request)
+        return self._serve_static(request)
+
+    def _serve_static(self, request: Request) -> Response:
+        root = self._root
+        assert root is not None
+        try:
+            path = static.resolve(root, request.path)
+        except HttpError as exc:
+            if exc.status != 404 or not self._falls_back(request):
+                raise
+            path = static.resolve(root, self.fallback or "")
+        if request.method not in _READ_ONLY:
+            return self.error_response(405, headers=[("Allow", "GET, HEAD")], request=request)
+        if path.is_dir():
+            if not request.path.endswith("/"):
+                # Relative links in the index resolve against the directory only with the slash.
+                location = request.raw_path + "/" + ("?" + request.query_string if request.query_string else "")
+                return Response(f"301 Moved Permanently\n{location}\n", 301, {"Location": location})
+            index = path / self.index
+            if index.is_file():
+                path = index
+            elif self.directory_listing:
+                return static.directory_listing(request, path)
+            else:
+                return self.error_response(403, "directory listing is off", request=request)
+        return static.file_response(request, path, self.cache_control)
+
+    def _falls_back(self, request: Request) -> bool:
+        last = request.path.rsplit("/", 1)[-1]
+        return bool(self.fallback) and request.method in _READ_ONLY and "." not in last
+
+    def _error_page(self, page: ErrorPage, request: Request | None, status: int) -> Response:
+        if callable(page):
+            result = page(request, status)
+            if isinstance(result, Response):
+                return result
+            response = to_response(result)
+            response.status = status
+            return response
+        if self._root is None:
+            raise LookupError(f"error page {page!r} needs a document root")
+        path = static.resolve(self._root, page)
+        fd, st = static.open_file(path)
+        with open(fd, "rb") as file:
+            body = file.read(_MAX_ERROR_PAGE)
+        return Response(body, status, content_type=static.content_type(path))
 
 
 def to_response(result: HandlerResult) -> Response:
@@ -83,6 +215,8 @@ def to_response(result: HandlerResult) -> Response:
         return result
     if result is None:
         return Response(b"", 204)
+    if isinstance(result, EventStream):
+        return Response(result, headers=EventStream.headers)
     if isinstance(result, (dict, list)):
         return Response.json(result)
     if isinstance(result, str):
