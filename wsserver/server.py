@@ -159,6 +159,7 @@ class _Peer:
         self._keep_alive = True
         self._timer: Timer | None = None
         self._heartbeat_timer: Timer | None = None
+        self._backlog_timer: Timer | None = None  # runs while the client is over its write_limit
         self.last_seen = self.reactor.time()
         self._ping_sent_at: float | None = None
         self.stream = Stream(self.reactor, sock, self)
@@ -207,10 +208,10 @@ class _Peer:
             self.server._invoke(self.server.on_drain, self.client, self.client)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        for timer in (self._timer, self._heartbeat_timer):
+        for timer in (self._timer, self._heartbeat_timer, self._backlog_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._heartbeat_timer = None
+        self._timer = self._heartbeat_timer = self._backlog_timer = None
         self._release_body()
         self.server._peers.discard(self)
         client = self.client
@@ -452,7 +453,34 @@ class _Peer:
         assert self.ws is not None
         out = self.ws.data_to_send()
         if out:
-            self.stream.write(*out)
+            self.write_frames(*out)
+
+    def write_frames(self, *parts: bytes) -> None:
+        """Queue WebSocket output, and time how long the client stays at or
+        over its ``write_limit``: ``write_grace`` seconds, and it is closed."""
+        stream = self.stream
+        limit = self.server.write_limit
+        if self._backlog_timer is not None and stream.buffered_amount < limit:
+            # Under the limit now, so it kept up: the grace period starts afresh.
+            self._backlog_timer.cancel()
+            self._backlog_timer = None
+        stream.write(*parts)
+        grace = self.server.write_grace
+        if grace is not None and self._backlog_timer is None and stream.buffered_amount >= limit and self.is_open:
+            self._backlog_timer = self.reactor.call_later(grace, self._backlog_timed_out)
+
+    def _backlog_timed_out(self) -> None:
+        """Close a client that stayed over its ``write_limit`` for ``write_grace``
+        with 1008; its Close frame waits behind the backlog, so ``close_timeout``
+        drops TCP if the client still does not read."""
+        self._backlog_timer = None
+        client = self.client
+        if client is None or not self.is_open or self.stream.buffered_amount < self.server.write_limit:
+            return
+        reason = "client does not read what it is sent"
+        client.close_code, client.close_reason = CloseCode.POLICY_VIOLATION, reason
+        self.server._report_error(client, TimeoutError(reason))
+        self.start_close(CloseCode.POLICY_VIOLATION, reason)
 
     def _close_stream(self) -> None:
         self.stream.close()
@@ -501,7 +529,7 @@ class _Peer:
         if now < due:
             self._arm_heartbeat(due)
             return
-        self.stream.write(*encode_frame(server.heartbeat_type, _as_payload(server.heartbeat_data)))
+        self.write_frames(*encode_frame(server.heartbeat_type, _as_payload(server.heartbeat_data)))
         if server.heartbeat_type == Opcode.PING and timeout is not None and timeout > 0:
             self._ping_sent_at = now
             self._arm_heartbeat(now + min(timeout, interval))
@@ -565,6 +593,8 @@ class Server:
         WebSocket); beyond it new ones get 503.
     :param write_limit: bytes of unsent output per client beyond which
         :meth:`send` refuses more.
+    :param write_grace: seconds a client may stay at or over its
+        ``write_limit`` before it is closed with 1008; None never closes it.
     :param heartbeat_interval: seconds of silence from a client before a
         heartbeat frame is sent to it; None or -1 disables.
     :param heartbeat_timeout: seconds a client may stay silent after a
@@ -590,6 +620,7 @@ class Server:
         close_timeout: float = 10.0,
         max_connections: int = 1024,
         write_limit: int = 4 * 1024 * 1024,
+        write_grace: float | None = 10.0,
         heartbeat_interval: float | None = 20.0,
         heartbeat_timeout: float | None = 20.0,
         heartbeat_type: int = Opcode.PING,
@@ -607,6 +638,7 @@ class Server:
         self.close_timeout = close_timeout
         self.max_connections = max_connections
         self.write_limit = write_limit
+        self.write_grace = write_grace
         self.heartbeat_interval = None if heartbeat_interval is not None and heartbeat_interval < 0 else heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.heartbeat_type = heartbeat_type
@@ -722,7 +754,7 @@ class Server:
         peer = self._open_peer(client)
         if peer is None:
             return False
-        peer.stream.write(*_encode_message(data))
+        peer.write_frames(*_encode_message(data))
         return True
 
     def publish(self, data: Data) -> bool:
@@ -740,7 +772,7 @@ class Server:
             if peer.stream.buffered_amount >= self.write_limit:
                 delivered = False
                 continue
-            peer.stream.write(*frame)
+            peer.write_frames(*frame)
         return delivered
 
     def send_data(
@@ -762,7 +794,7 @@ class Server:
         peer = self._open_peer(client)
         if peer is None:
             return False
-        peer.stream.write(*encode_frame(opcode, payload, fin, rsv1, rsv2, rsv3))
+        peer.write_frames(*encode_frame(opcode, payload, fin, rsv1, rsv2, rsv3))
         return True
 
     def close(self, client: Client | int, code: int = CloseCode.NORMAL, reason: str = "") -> None:
