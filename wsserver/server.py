@@ -220,7 +220,9 @@ class _Peer:
         self.server._clients.pop(client.id, None)
         if client.close_code is None:
             ws = self.ws
-            closed = ws.close_received or ws.close_sent if ws is not None else None
+            # A Close frame of ours that was never answered is no closing
+            # handshake (1006); one that failed the connection tells why it ended.
+            closed = ws.close_received or (ws.close_sent if ws.state is State.CLOSED else None) if ws is not None else None
             client.close_code, client.close_reason = closed if closed else (CloseCode.ABNORMAL, "")
         if self.opened:
             self.opened = False
