@@ -205,6 +205,7 @@ class _Peer:
         if self._body is not None:
             self._pump_body()
         elif self.client is not None and self.opened:
+            self.stream.resume_reading()  # it caught up: hear it again
             self.server._invoke(self.server.on_drain, self.client, self.client)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -450,12 +451,18 @@ class _Peer:
             # The closing handshake is over (or the connection failed): the
             # server closes TCP first (RFC 6455 section 7.1.1).
             self._close_stream()
+        elif self.stream.buffered_amount >= server.write_limit:
+            # A client that does not read what it is sent is not read either
+            # until it catches up: its input makes output (pongs at least)
+            # that no write_limit refusal would bound.
+            self.stream.pause_reading()
 
     def _write_protocol_output(self) -> None:
         assert self.ws is not None
         out = self.ws.data_to_send()
         if out:
-            self.write_frames(*out)
+            # One buffer for a whole read's worth of pongs, not one each.
+            self.write_frames(b"".join(out))
 
     def write_frames(self, *parts: bytes) -> None:
         """Queue WebSocket output, and time how long the client stays at or
