@@ -44,12 +44,11 @@ def resolve(root: Path, url_path: str) -> Path:
     point outside) and 404 for hidden names (a segment starting with ``.``)
     and for paths that do not exist.
     """
-    segments = [s for s in url_path.split("/") if s]
-    for segment in segments:
-        if segment == ".." or "\\" in segment or "\0" in segment or ":" in segment:
-            raise HttpError(403, "path not allowed")
-        if segment.startswith("."):
-            raise HttpError(404, "not found")
+    segments = [s for s in url_path.split("/") if s not in ("", ".")]
+    if any(s == ".." or "\\" in s or "\0" in s or ":" in s for s in segments):
+        raise HttpError(403, "path not allowed")
+    if any(s.startswith(".") for s in segments):
+        raise HttpError(404, "not found")
     real_root = os.path.realpath(root)
     target = os.path.realpath(os.path.join(real_root, *segments))
     # realpath() follows every symlink, so this also catches links that leave the root.
