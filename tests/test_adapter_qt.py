@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from conftest import DEADLINE, Recorder, Worker
+from demoscenario import demo_scenario, load_demo
 from guiclients import ListeningClient, start_clients, wait_until
 from wsserver import Server
 
@@ -265,3 +266,47 @@ def test_importing_wsserver_imports_no_gui_toolkit() -> None:
     code = "import sys, wsserver, wsserver.adapters; print(sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'tkinter', '_tkinter')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- the Qt demo program ------------------------------------------------------
+
+
+class QtDemoDriver:
+    """What demo_scenario needs from the Qt demo window."""
+
+    def __init__(self, app: Any, attach: Callable[..., Any]) -> None:
+        self.app = app
+        self._attach = attach
+        self.window = load_demo("qt_demo").QtChatWindow()
+        self.window.show()
+        self.room = self.window.room
+
+    def attach(self) -> None:
+        self._attach(self.room.server)
+
+    def pump_until(self, condition: Callable[[], Any], what: str) -> None:
+        qt_until(condition, what=what)
+
+    def rows(self) -> list[tuple[str, ...]]:
+        tree = self.window.tree
+        return [tuple(tree.topLevelItem(i).text(c) for c in range(tree.columnCount())) for i in range(tree.topLevelItemCount())]
+
+    def log_text(self) -> str:
+        return self.window.log.toPlainText()
+
+    def publish(self, text: str) -> str:
+        self.window.entry.setText(text)
+        self.window.publish_button.click()
+        return self.window.entry.text()
+
+    def close_first_row(self) -> None:
+        self.window.tree.topLevelItem(0).setSelected(True)
+        self.window.close_button.click()
+
+    def close_window(self) -> None:
+        QTimer.singleShot(0, self.window.close)  # the last window: the application quits
+        self.app.exec()
+
+
+def test_the_qt_demo(app: Any, attach: Any) -> None:
+    demo_scenario(QtDemoDriver(app, attach))

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from conftest import DEADLINE, Recorder, Worker
+from demoscenario import demo_scenario, load_demo
 from guiclients import ListeningClient, start_clients, wait_until
 from wsserver import Server
 from xvfb import Xvfb, XvfbUnavailable
@@ -297,3 +298,45 @@ def test_detach_stops_pumping(root: Any, server: Server) -> None:
     while time.monotonic() < deadline:
         root.tk.dooneevent(_tkinter.DONT_WAIT)
     assert len(polls) == count
+
+
+# -- the Tk demo program ------------------------------------------------------
+
+
+class TkDemoDriver:
+    """What demo_scenario needs from the Tk demo window."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.window = load_demo("tk_demo").TkChatWindow(root)
+        self.room = self.window.room
+
+    def attach(self) -> None:
+        tk_adapter.attach(self.room.server, self.root)
+
+    def pump_until(self, condition: Callable[[], Any], what: str) -> None:
+        tk_until(self.root, condition, what=what)
+
+    def rows(self) -> list[tuple[str, ...]]:
+        tree = self.window.tree
+        return [tuple(str(v) for v in tree.item(iid, "values")) for iid in tree.get_children()]
+
+    def log_text(self) -> str:
+        return self.window.log.get("1.0", "end")
+
+    def publish(self, text: str) -> str:
+        self.window.entry.insert(0, text)
+        self.window.publish_button.invoke()
+        return self.window.entry.get()
+
+    def close_first_row(self) -> None:
+        self.window.tree.selection_set(self.window.tree.get_children()[0])
+        self.window.close_button.invoke()
+
+    def close_window(self) -> None:
+        self.root.after(0, self.root.destroy)
+        self.root.mainloop()
+
+
+def test_the_tk_demo(root: Any) -> None:
+    demo_scenario(TkDemoDriver(root))

@@ -1,0 +1,160 @@
+"""The demo programs' server side, free of any toolkit: a chat room.
+
+Browsers load the chat page from ``/`` on the same port and talk JSON over
+WebSocket. Each chat line a client sends is relayed to everyone; the desktop
+window can publish to all and close a client. The Tk and Qt windows only
+draw what a :class:`ChatRoom` tells its :class:`RoomView`.
+
+Wire format (text frames, JSON objects):
+  client -> server  {"name": "Ana", "text": "hello"}
+  server -> client  {"kind": "chat", "from": "Ana", "text": "hello", "at": "14:03"}
+                    {"kind": "info", "text": "Ana joined (3 online)", "at": "14:03"}
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import wsserver
+
+PAGE = pathlib.Path(__file__).with_name("chat.html")
+DESKTOP_NAME = "Desktop"
+MAX_NAME = 40
+MAX_TEXT = 2000
+
+
+@dataclass
+class Member:
+    """One connected client as the window lists it."""
+
+    id: int
+    address: str
+    since: datetime.datetime = field(default_factory=datetime.datetime.now)
+    name: str = ""
+    received: int = 0  # messages from this client
+    sent: int = 0  # messages to this client
+
+    @property
+    def label(self) -> str:
+        return self.name or f"guest {self.id}"
+
+
+class RoomView(Protocol):
+    """What a window implements to follow the room; called on the GUI thread."""
+
+    def member_changed(self, member: Member) -> None:
+        """A member joined, or its name or counters changed."""
+
+    def member_left(self, member: Member) -> None: ...
+
+    def logged(self, line: str) -> None:
+        """One line for the live log."""
+
+
+class ChatRoom:
+    """A :class:`wsserver.Server` that relays chat lines between browsers and the window."""
+
+    def __init__(self, view: RoomView, server: wsserver.Server | None = None) -> None:
+        self.view = view
+        self.server = server or wsserver.Server()
+        self.members: dict[int, Member] = {}
+        self.page = PAGE.read_text(encoding="utf-8")
+        server = self.server
+        server.on_open = self._on_open
+        server.on_message = self._on_message
+        server.on_client_closed = self._on_client_closed
+        server.on_error = self._on_error
+        server.before_stop = self._on_stopping
+        self.stopping = False
+        server.http_server.route("/", handler=lambda request: self.page)
+
+    def start(self, host: str = "127.0.0.1", port: int = 8765) -> None:
+        self.server.start(host, port)
+        self.stopping = False
+        self.view.logged(f"serving {self.page_url()}")
+
+    def page_url(self) -> str:
+        """The chat page's address; the LAN address when bound to all interfaces."""
+        return self.server.http_server.get_url(use_lan_ip=True) or ""
+
+    # -- what the window asks for ------------------------------------------
+
+    def publish(self, text: str) -> None:
+        """Send a chat line from the desktop to every client."""
+        text = text.strip()[:MAX_TEXT]
+        if text:
+            self._broadcast({"kind": "chat", "from": DESKTOP_NAME, "text": text})
+            self.view.logged(f"{DESKTOP_NAME}: {text}")
+
+    def close_member(self, member_id: int) -> None:
+        member = self.members.get(member_id)
+        if member is not None:
+            self.server.close(member_id, 1000, "closed from the desktop")
+            self.view.logged(f"closing {member.label}")
+
+    # -- server callbacks --------------------------------------------------
+
+    def _on_open(self, client: wsserver.Client) -> None:
+        host, port = client.remote_address[:2]
+        member = Member(client.id, f"{host}:{port}")
+        self.members[client.id] = member
+        self.view.member_changed(member)
+        self._broadcast({"kind": "info", "text": f"{member.label} joined ({len(self.members)} online)"})
+
+    def _on_message(self, client: wsserver.Client, message: wsserver.Message) -> None:
+        member = self.members[client.id]
+        member.received += 1
+        line = _parse_line(message.data)
+        if line is None:
+            self.view.member_changed(member)
+            self.view.logged(f"{member.label}: (not a chat line, {len(message.data)} bytes)")
+            return
+        name, text = line
+        if name and name != member.name:
+            member.name = name
+        self._broadcast({"kind": "chat", "from": member.label, "text": text})
+        self.view.logged(f"{member.label}: {text}")
+
+    def _on_client_closed(self, client: wsserver.Client) -> None:
+        member = self.members.pop(client.id, None)
+        if member is None:
+            return
+        self.view.member_left(member)
+        self.view.logged(f"{member.label} left (code {client.close_code})")
+        if not self.stopping:
+            self._broadcast({"kind": "info", "text": f"{member.label} left ({len(self.members)} online)"})
+
+    def _on_stopping(self) -> None:
+        self.stopping = True
+        self.view.logged("server stopping")
+
+    def _on_error(self, client: wsserver.Client | None, exc: BaseException) -> None:
+        self.view.logged(f"error on {client!r}: {exc}")
+
+    def _broadcast(self, event: dict[str, Any]) -> None:
+        event["at"] = datetime.datetime.now().strftime("%H:%M")
+        self.server.publish(json.dumps(event))
+        for member in self.members.values():
+            if self.server.is_connected(member.id):
+                member.sent += 1
+                self.view.member_changed(member)
+
+
+def _parse_line(data: str | bytes) -> tuple[str, str] | None:
+    """``(name, text)`` from a client's JSON chat line, or None if it is not one."""
+    if not isinstance(data, str):
+        return None
+    try:
+        line = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("text"), str):
+        return None
+    name = line.get("name")
+    name = name.strip()[:MAX_NAME] if isinstance(name, str) else ""
+    text = line["text"].strip()[:MAX_TEXT]
+    return (name, text) if text else None

@@ -1,0 +1,90 @@
+"""One scenario for both demo programs (Tk and Qt), through a small driver
+that each GUI test module supplies: the page is served, clients are listed,
+chat is relayed and logged, the window publishes and closes a client, and
+closing the program says 1001 to the rest."""
+
+from __future__ import annotations
+
+import http.client
+import importlib
+import json
+import pathlib
+import sys
+from typing import Any, Callable, Protocol
+
+from conftest import DEADLINE, Worker
+from guiclients import ListeningClient, start_clients
+
+DEMO_DIR = pathlib.Path(__file__).resolve().parent.parent / "demo_gui"
+
+
+def load_demo(name: str) -> Any:
+    """Import a demo module the way ``python demo_gui/<name>.py`` finds its siblings."""
+    sys.path.insert(0, str(DEMO_DIR))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(DEMO_DIR))
+
+
+class DemoDriver(Protocol):
+    room: Any
+
+    def attach(self) -> None: ...
+    def pump_until(self, condition: Callable[[], Any], what: str) -> None: ...
+    def rows(self) -> list[tuple[str, ...]]: ...
+    def log_text(self) -> str: ...
+    def publish(self, text: str) -> str:
+        """Type ``text``, press the publish button; return what the entry holds after."""
+    def close_first_row(self) -> None: ...
+    def close_window(self) -> None: ...
+
+
+def demo_scenario(driver: DemoDriver) -> None:
+    room = driver.room
+    room.start("127.0.0.1", 0)
+    driver.attach()
+    closed: list[int] = []
+    room.server._on_client_closed = lambda client: closed.append(client.id)
+
+    def fetch_page() -> tuple[int, str]:
+        host, port = room.server.get_local_ip()
+        connection = http.client.HTTPConnection(host, port, timeout=DEADLINE)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+
+    page = Worker(fetch_page)
+    page.start()
+    driver.pump_until(lambda: not page.is_alive(), "the chat page")
+    status, html = page.outcome()
+    assert status == 200 and "<title>Desktop chat</title>" in html
+
+    clients: list[ListeningClient] = []
+    for n in (1, 2):  # one after the other, so that clients[0] is the first row
+        clients += start_clients(room.server.get_url("chat"), 1)
+        driver.pump_until(lambda: len(driver.rows()) == n and clients[-1].connected.is_set(), f"row {n}")
+
+    def last_text(client: ListeningClient) -> str | None:
+        return json.loads(client.messages[-1])["text"] if client.messages else None
+
+    clients[0].send(json.dumps({"name": "Ana", "text": "hi all"}))
+    driver.pump_until(lambda: all(last_text(c) == "hi all" for c in clients), "the relayed chat line")
+    assert "Ana: hi all" in driver.log_text()
+    name, address, _since, received, _sent = driver.rows()[0]
+    assert (name, received) == ("Ana", "1")
+    assert address.startswith("127.0.0.1:")
+
+    assert driver.publish("hello from the window") == ""
+    driver.pump_until(lambda: all(last_text(c) == "hello from the window" for c in clients), "the published line")
+
+    driver.close_first_row()
+    driver.pump_until(lambda: not clients[0].is_alive() and len(driver.rows()) == 1, "the closed client to go")
+    assert clients[0].close_code == 1000
+
+    driver.close_window()
+    clients[1].join(DEADLINE)
+    assert clients[1].close_code == 1001
+    assert sorted(closed) == [1, 2]
+    for client in clients:
+        client.check()
