@@ -1,8 +1,9 @@
 """The demo programs' server side, free of any toolkit: a chat room.
 
 Browsers load the chat page from ``/`` on the same port and talk JSON over
-WebSocket. Each chat line a client sends is relayed to everyone; the desktop
-window can publish to all and close a client. The Tk and Qt windows only
+WebSocket. Each chat line a client sends is relayed to everyone, and a
+newcomer first gets the last lines; the desktop window can publish to all
+and close a client. The Tk and Qt windows only
 draw what a :class:`ChatRoom` tells its :class:`RoomView`.
 
 Wire format (text frames, JSON objects):
@@ -13,6 +14,7 @@ Wire format (text frames, JSON objects):
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import pathlib
@@ -25,6 +27,7 @@ PAGE = pathlib.Path(__file__).with_name("chat.html")
 DESKTOP_NAME = "Desktop"
 MAX_NAME = 40
 MAX_TEXT = 2000
+HISTORY = 50  # chat lines a newcomer is shown
 
 
 @dataclass
@@ -62,6 +65,7 @@ class ChatRoom:
         self.view = view
         self.server = server or wsserver.Server()
         self.members: dict[int, Member] = {}
+        self.history: collections.deque[str] = collections.deque(maxlen=HISTORY)
         self.page = PAGE.read_text(encoding="utf-8")
         server = self.server
         server.on_open = self._on_open
@@ -102,6 +106,9 @@ class ChatRoom:
         host, port = client.remote_address[:2]
         member = Member(client.id, f"{host}:{port}")
         self.members[client.id] = member
+        for line in self.history:
+            client.send(line)
+        member.sent += len(self.history)
         self.view.member_changed(member)
         self._broadcast({"kind": "info", "text": f"{member.label} joined ({len(self.members)} online)"})
 
@@ -137,7 +144,10 @@ class ChatRoom:
 
     def _broadcast(self, event: dict[str, Any]) -> None:
         event["at"] = datetime.datetime.now().strftime("%H:%M")
-        self.server.publish(json.dumps(event))
+        line = json.dumps(event)
+        if event["kind"] == "chat":
+            self.history.append(line)
+        self.server.publish(line)
         for member in self.members.values():
             if self.server.is_connected(member.id):
                 member.sent += 1
