@@ -7,6 +7,7 @@ do that, or call ``serve_forever()``). No threads, no asyncio.
 
 from .http.request import Request
 from .http.response import Response
+from .http.sse import EventStream
 from .protocol import CloseCode, Fragment, Message, Opcode, ProtocolError
 from .protocol.handshake import accept_key as get_sec_accept
 from .protocol.handshake import generate_key as get_sec_key
@@ -22,6 +23,7 @@ __all__ = [
     "Fragment",
     "Request",
     "Response",
+    "EventStream",
     "UpgradeResponse",
     "CloseCode",
     "Opcode",
