@@ -67,6 +67,9 @@ class Stream:
 
     :meth:`write` sends at once what the kernel takes and buffers the rest;
     the reactor flushes the buffer in slices as the socket becomes writable.
+    Writes made while the reactor serves a readiness event (the callbacks of
+    one ``recv``) are gathered and sent once that event is served, so that a
+    batch of small messages costs one ``send`` instead of one per message.
     """
 
     def __init__(self, reactor: Reactor, sock: socket.socket, handler: StreamHandler | None = None) -> None:
@@ -82,6 +85,7 @@ class Stream:
         self._reading = True
         self.low_water = reactor.write_slice
         self._above_low_water = False
+        self._send_deferred = False  # queued in the reactor's list of streams to flush
         reactor._register(sock, self._events, self)
 
     @property
@@ -102,16 +106,34 @@ class Stream:
         """Queue ``parts`` for sending, in order. Ignored once closing."""
         if self._closing or self._closed:
             return
-        flush_now = not self._out
+        was_idle = not self._out
         for part in parts:
             if part:
                 view = memoryview(part).cast("B")
                 self._out.append(view)
                 self._buffered += len(view)
-        if flush_now and self._out:
-            # Nothing was waiting: try the socket right away, which for small
-            # writes saves a trip through the selector.
-            self._flush()
+        if not self._out:
+            return
+        deferred = self.reactor._deferred_sends
+        if was_idle:
+            if deferred is None:
+                # Nothing was waiting: try the socket right away, which for
+                # small writes saves a trip through the selector.
+                self._send_now()
+                return
+            # Inside a readiness event: send once it is served, together
+            # with whatever else its callbacks write.
+            self._send_deferred = True
+            deferred.append(self)
+        if self._buffered > self.low_water:
+            self._above_low_water = True
+
+    def _send_now(self) -> None:
+        """Hand the kernel what it takes now; watch for writability if some is left."""
+        self._send_deferred = False
+        if self._closed or not self._out:
+            return
+        self._flush()
         if self._out:
             if self._buffered > self.low_water:
                 self._above_low_water = True
@@ -307,6 +329,8 @@ class Reactor:
         self._sequence = itertools.count()
         # Ready events carried over from a poll step whose budget ran out.
         self._ready: dict[Any, int] = {}
+        # While an event is served: the streams written to, sent after it.
+        self._deferred_sends: list[Stream] | None = None
         self._calls: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
@@ -349,6 +373,13 @@ class Reactor:
         """
         if self._closed:
             return False
+        outer = self._deferred_sends
+        if outer is not None:
+            # poll() from a callback (stop() waiting for the closing
+            # handshakes): what that callback wrote must go out first.
+            self._deferred_sends = None
+            self._send_deferred(outer)
+            outer.clear()
         start = self.time()
         stop_at = start + self.budget
         self._run_calls()
@@ -453,15 +484,29 @@ class Reactor:
             if owner is None:
                 self._drain_wakeup()
                 continue
+            self._deferred_sends = deferred = []
             try:
                 more = owner._on_ready(mask)
             except Exception:
                 logger.exception("unhandled error while serving %r", owner)
                 if isinstance(owner, Stream):
                     owner.abort()
+                more = False
+            finally:
+                self._deferred_sends = None
+                self._send_deferred(deferred)
+            if not more:
                 continue
-            if more and self._selector.get_map().get(key.fd) is key:
+            if self._selector.get_map().get(key.fd) is key:
                 ready[key] = mask
+
+    def _send_deferred(self, streams: list[Stream]) -> None:
+        for stream in streams:
+            try:
+                stream._send_now()
+            except Exception:
+                logger.exception("unhandled error while sending on %r", stream)
+                stream.abort()
 
     def _run_timers(self, stop_at: float) -> None:
         timers = self._timers
