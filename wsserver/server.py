@@ -592,7 +592,10 @@ class Server:
 
     :param max_message_size: largest incoming message in bytes (1009 beyond);
         None for no limit.
+    :param max_request_line: longest HTTP request line in bytes (414 beyond).
     :param max_header_bytes: most bytes of HTTP header lines (431 beyond).
+    :param max_header_count: most HTTP header lines in one request (431 beyond).
+    :param max_body_size: largest HTTP request body in bytes (413 beyond).
     :param handshake_timeout: seconds from accept for the first request (and
         from the first byte for later ones) to arrive whole.
     :param keepalive_timeout: seconds an idle HTTP keep-alive connection is kept.
@@ -623,7 +626,10 @@ class Server:
         self,
         *,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_request_line: int = 8 * 1024,
         max_header_bytes: int = 64 * 1024,
+        max_header_count: int = 100,
+        max_body_size: int = 16 * 1024 * 1024,
         handshake_timeout: float | None = 10.0,
         keepalive_timeout: float | None = 15.0,
         close_timeout: float = 10.0,
@@ -641,7 +647,10 @@ class Server:
         if heartbeat_type not in (Opcode.PING, Opcode.PONG):
             raise ValueError("heartbeat_type is 9 (ping) or 10 (pong)")
         self.max_message_size = max_message_size
+        self.max_request_line = max_request_line
         self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
+        self.max_body_size = max_body_size
         self.handshake_timeout = handshake_timeout
         self.keepalive_timeout = keepalive_timeout
         self.close_timeout = close_timeout
@@ -882,7 +891,12 @@ class Server:
         self._peers.add(_Peer(self, sock))
 
     def _request_parser(self) -> RequestParser:
-        return RequestParser(max_header_bytes=self.max_header_bytes)
+        return RequestParser(
+            max_request_line=self.max_request_line,
+            max_header_bytes=self.max_header_bytes,
+            max_header_count=self.max_header_count,
+            max_body_size=self.max_body_size,
+        )
 
     def _invoke(self, callback: Callable[..., Any] | None, client: Client | None, *args: Any) -> Any:
         """Call application code; an exception goes to ``on_error``, never up.
