@@ -1,0 +1,280 @@
+"""Every limit of ``Server(...)``: its default, and what a peer that goes
+beyond it gets, over real sockets; the README's Limits table lists them all."""
+
+from __future__ import annotations
+
+import http.client
+import inspect
+import pathlib
+import re
+import socket
+
+import pytest
+from conftest import run_client
+from rawws import handshake_request, read_http_head
+from swarm import Harness
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.sync.client import connect
+
+from wsserver import Server
+
+#: Every limit option and its default; the README table must say the same.
+DEFAULTS = {
+    "max_message_size": 16 * 1024 * 1024,
+    "max_request_line": 8 * 1024,
+    "max_header_bytes": 64 * 1024,
+    "max_header_count": 100,
+    "max_body_size": 16 * 1024 * 1024,
+    "handshake_timeout": 10.0,
+    "keepalive_timeout": 15.0,
+    "close_timeout": 10.0,
+    "max_connections": 1024,
+    "write_limit": 4 * 1024 * 1024,
+    "write_grace": 10.0,
+    "heartbeat_interval": 20.0,
+    "heartbeat_timeout": 20.0,
+    "origins": None,
+}
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.fixture
+def harness(caplog):
+    made = []
+
+    def make(**options):
+        h = Harness(caplog, **options)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.stop()
+
+
+def test_defaults_are_the_documented_ones():
+    parameters = inspect.signature(Server).parameters
+    assert {name: parameters[name].default for name in DEFAULTS} == DEFAULTS
+    server = Server()
+    assert {name: getattr(server, name) for name in DEFAULTS} == DEFAULTS
+
+
+def test_the_readme_table_lists_every_limit():
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.M))
+    assert set(DEFAULTS) <= set(rows), set(DEFAULTS) - set(rows)
+
+
+def raw_request(h: Harness, data: bytes) -> bytes:
+    """Send ``data`` on a fresh connection; return everything the server answers before closing."""
+    sock = socket.create_connection(h.address)
+    sock.sendall(data)
+    sock.setblocking(False)
+    got = bytearray()
+    done = []
+
+    def read() -> bool:
+        try:
+            while chunk := sock.recv(65536):
+                got.extend(chunk)
+            done.append(True)
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            done.append(True)
+        return bool(done)
+
+    h.pump(read, what="the server's answer and close")
+    sock.close()
+    return bytes(got)
+
+
+def status_of(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/1.1 "), answer[:80]
+    return int(answer[9:12])
+
+
+# -- WebSocket messages ------------------------------------------------------
+
+
+def test_max_message_size(harness):
+    h = harness(max_message_size=1000)
+
+    def talk():
+        with connect(h.url, max_size=None) as ws:
+            ws.send("a" * 1000)
+            assert ws.recv(timeout=5) == "a" * 1000
+            ws.send(b"b" * 1001)
+            with pytest.raises(ConnectionClosedError) as closed:
+                ws.recv(timeout=5)
+            return closed.value.rcvd.code
+
+    assert run_client(h.server, talk) == 1009
+    h.finish()
+
+
+# -- HTTP requests -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("option", "request_bytes", "status"), [
+    ({"max_request_line": 1024}, b"GET /" + b"a" * 1100 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ({}, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ({"max_header_bytes": 1024}, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 1100 + b"\r\n\r\n", 431),
+    ({}, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70000 + b"\r\n\r\n", 431),
+    ({"max_header_count": 10}, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(10)) + b"\r\n", 431),
+    ({}, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(100)) + b"\r\n", 431),
+    ({"max_body_size": 1000}, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n", 413),
+], ids=["request-line", "request-line-default", "header-bytes", "header-bytes-default", "header-count", "header-count-default", "body"])
+def test_http_request_limits(harness, option, request_bytes, status):
+    h = harness(**option)
+    assert status_of(raw_request(h, request_bytes)) == status
+    h.keeps_working()
+    h.finish()
+
+
+@pytest.mark.parametrize(("option", "request_bytes"), [
+    ({"max_request_line": 1024}, b"GET /" + b"a" * 1000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    ({"max_header_count": 10}, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(8)) + b"\r\n"),
+], ids=["request-line", "header-count"])
+def test_http_request_just_under_the_limit_is_served(harness, option, request_bytes):
+    h = harness(**option)
+    assert status_of(raw_request(h, request_bytes)) == 404  # served: there is no such route
+    h.finish()
+
+
+def test_handshake_timeout_drops_a_silent_connection(harness):
+    h = harness(handshake_timeout=0.3)
+    started = h.server.reactor.time()
+    assert raw_request(h, b"") == b""
+    assert h.server.reactor.time() - started >= 0.3
+    h.finish()
+
+
+def test_handshake_timeout_is_not_reset_by_a_trickle_of_bytes(harness):
+    """Headers sent one byte at a time get 408 once handshake_timeout has
+    passed since the connection was accepted, however steadily they come."""
+    h = harness(handshake_timeout=0.5)
+    request = handshake_request()
+    sock = socket.create_connection(h.address)
+    sock.setblocking(False)
+    clock = h.server.reactor.time
+    started = clock()
+    state = {"sent": 0, "next": started, "got": bytearray(), "eof": False}
+
+    def trickle() -> bool:
+        if state["sent"] < len(request) and clock() >= state["next"]:
+            try:
+                sock.send(request[state["sent"] : state["sent"] + 1])
+                state["sent"] += 1
+            except OSError:
+                state["sent"] = len(request)
+            state["next"] = clock() + 0.05
+        try:
+            while chunk := sock.recv(4096):
+                state["got"] += chunk
+            state["eof"] = True
+        except BlockingIOError:
+            pass
+        return state["eof"]
+
+    h.pump(trickle, what="trickling client dropped")
+    sock.close()
+    assert status_of(bytes(state["got"])) == 408
+    assert 0.5 <= clock() - started < 1.5
+    assert state["sent"] < len(request)
+    h.finish()
+
+
+def test_keepalive_timeout_closes_an_idle_http_connection(harness):
+    h = harness(handshake_timeout=5.0, keepalive_timeout=0.3)
+    h.server.http_server.route("/ok", handler=lambda request: "ok")
+    conn = http.client.HTTPConnection(*h.address, timeout=5)
+
+    def get():
+        conn.request("GET", "/ok")
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    started = h.server.reactor.time()
+    assert run_client(h.server, get) == (200, b"ok")
+    h.pump(lambda: len(h.server._peers) == 1, what="idle keep-alive connection closed")
+    # Its own timeout, well before the 5 s handshake_timeout.
+    assert 0.3 <= h.server.reactor.time() - started < 2.0
+    conn.close()
+    h.finish()
+
+
+def test_max_connections_answers_503_and_keeps_serving(harness):
+    h = harness(max_connections=5)  # the healthy WebSocket client holds one
+    held = [socket.create_connection(h.address) for _ in range(4)]
+    h.pump(lambda: len(h.server._peers) == 5)
+    answer = raw_request(h, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(answer) == 503 and b"Retry-After: 1\r\n" in answer
+    h.keeps_working()
+    held.pop().close()
+    h.pump(lambda: len(h.server._peers) == 4)
+    assert status_of(raw_request(h, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 404  # served again
+    for sock in held:
+        sock.close()
+    h.finish()
+
+
+# -- heartbeats ------------------------------------------------------------------
+
+
+def test_one_way_pong_heartbeats_drop_no_one(harness):
+    """With heartbeat_type=10 there is nothing to answer, so heartbeat_timeout
+    does not apply: a silent client stays, and gets the heartbeats."""
+    h = harness(heartbeat_interval=0.1, heartbeat_timeout=0.1, heartbeat_type=10, heartbeat_data=b"hb")
+    sock = socket.create_connection(h.address)
+    sock.sendall(handshake_request("/quiet"))
+    assert run_client(h.server, read_http_head, sock).startswith(b"HTTP/1.1 101 ")
+    quiet = h.recorder.opened[-1]
+    until = h.server.reactor.time() + 0.8
+    h.pump(lambda: h.server.reactor.time() > until)
+    assert quiet.is_connected
+    sock.setblocking(False)
+    assert sock.recv(65536).startswith(b"\x8a\x02hb\x8a\x02hb")
+    sock.close()
+    h.finish()
+
+
+# -- origins ---------------------------------------------------------------------
+
+
+def test_origins_allow_list(harness):
+    # None lets in clients that send no Origin (programs, not browsers), as
+    # the healthy client is; a browser page always sends its origin.
+    h = harness(origins=["http://app.example", None])
+    asked = []
+    h.server.on_upgrade_to_websocket = lambda client, request, response, protocols, origin: asked.append(origin)
+
+    def attempt(origin):
+        try:
+            with connect(h.url, origin=origin) as ws:
+                ws.send("hi")
+                return ws.recv(timeout=5)
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert run_client(h.server, attempt, "http://app.example") == "hi"
+    assert run_client(h.server, attempt, "http://evil.example") == 403
+    assert run_client(h.server, attempt, "http://app.example:8080") == 403  # another origin
+    assert asked == ["http://app.example"]  # the others were refused before the application's hook
+    h.finish()
+
+
+def test_origins_without_none_refuses_clients_that_send_no_origin(harness):
+    h = harness(origins=["http://app.example"], healthy=False)
+
+    def attempt():
+        try:
+            with connect(h.url):
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert run_client(h.server, attempt) == 403
+    h.finish()
