@@ -227,3 +227,44 @@ def test_the_server_answers_an_http_client_while_it_has_websocket_clients(routes
     assert run_client(routes, client) == ("first", 200)
     pump_until(routes, lambda: routes.client_count() == 0)
 
+
+
+def test_pipelining_during_an_endless_answer_is_not_read_without_bound(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While an event stream is open the client keeps sending requests: the
+    server stops reading once a request's worth is waiting, the kernel's
+    buffers fill, and the client's sends block; nothing grows in the server."""
+    from wsserver.http.sse import EventStream
+
+    streams: list[EventStream] = []
+    server.http_server.route("/events", handler=lambda request: streams.append(EventStream()) or streams[-1])
+    received: list[int] = []
+    original = server_module._Peer.data_received
+
+    def counting(peer: Any, data: memoryview) -> None:
+        received.append(len(data))
+        original(peer, data)
+
+    monkeypatch.setattr(server_module._Peer, "data_received", counting)
+    flood = request_bytes("GET", "/hello") * 4096
+    with connect(server.get_local_ip()[1]) as sock:
+        sock.sendall(request_bytes("GET", "/events"))
+        pump_until(server, lambda: len(streams) == 1)
+        sock.setblocking(False)
+        sent = 0
+        for _ in range(10_000):  # bounded: the kernel buffers are a few MiB
+            try:
+                sent += sock.send(flood)
+            except BlockingIOError:
+                # Full: give the server a few steps to read more, if it would.
+                for _ in range(5):
+                    server.poll(0)
+                try:
+                    sent += sock.send(flood)
+                except BlockingIOError:
+                    break
+            server.poll(0)
+        else:
+            pytest.fail("the server kept reading")
+        limit = 8 * 1024 + server.max_header_bytes + server.reactor.read_size
+        assert sum(received) - len(request_bytes("GET", "/events")) <= limit < sent
+        assert streams[0].send("still streaming")

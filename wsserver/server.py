@@ -254,6 +254,10 @@ class _Peer:
             else:
                 self._keep_alive = request.keep_alive and not self.server._stopping
                 self._send_response(request, http_server.handle(request))
+        if self._body is not None and parser is not None and parser.buffered_size > parser.max_request_line + parser.max_header_bytes:
+            # A client that keeps pipelining while a long answer streams:
+            # read no more until the answer is done, so the backlog stays bounded.
+            self.stream.pause_reading()
 
     def _send_error(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
         """Answer with an error (the application's error page, if it has one) and close the connection."""
@@ -326,8 +330,8 @@ class _Peer:
                 self._release_body()
                 stream.abort(exc)  # the answer is cut short: the client must not take it as whole
                 return
-            if chunk is None:
-                return  # an event stream with nothing to send yet: it resumes the pump
+            if chunk is None and isinstance(self._body, EventStream):
+                return  # nothing to send yet: the stream resumes the pump when it has
             if chunk:
                 stream.write(b"%x\r\n" % len(chunk), chunk, b"\r\n") if self._chunked else stream.write(chunk)
 
@@ -358,6 +362,7 @@ class _Peer:
             self.stream.close()
             return
         self._set_timer(self.server.keepalive_timeout, self._request_timed_out)
+        self.stream.resume_reading()
         if self.parser is not None and self.parser.has_partial_request:
             self._serve_requests()  # pipelined requests waiting behind a streamed answer
 

@@ -104,6 +104,11 @@ class RequestParser:
         """Whether bytes of a request that is not complete yet are buffered."""
         return bool(self._buffer) or self._pending is not None
 
+    @property
+    def buffered_size(self) -> int:
+        """Bytes received and not yet parsed into a request."""
+        return len(self._buffer)
+
     def take_buffered(self) -> bytes:
         """Remove and return the unparsed bytes (those after an upgrade request)."""
         data = bytes(self._buffer)

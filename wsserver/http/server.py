@@ -9,6 +9,7 @@ the answers (streaming file and event-stream bodies as the socket drains).
 
 from __future__ import annotations
 
+import mimetypes
 import os
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
@@ -78,6 +79,8 @@ class HttpServer:
     @root.setter
     def root(self, value: str | os.PathLike[str] | None) -> None:
         self._root = None if value is None else Path(value)
+        if value is not None and not mimetypes.inited:
+            mimetypes.init()  # reads the system's type tables now, not during a request
 
     def route(
         self,
@@ -203,7 +206,7 @@ class HttpServer:
         if self._root is None:
             raise LookupError(f"error page {page!r} needs a document root")
         path = static.resolve(self._root, page)
-        fd, st = static.open_file(path)
+        fd, _ = static.open_file(path)
         with open(fd, "rb") as file:
             body = file.read(_MAX_ERROR_PAGE)
         return Response(body, status, content_type=static.content_type(path))
