@@ -61,6 +61,7 @@ class Chromium:
             self.close()
             raise RuntimeError("chromium did not start its DevTools endpoint:\n" + "".join(self.log[-20:]))
         self._ids = itertools.count(1)
+        self._events: list[dict] = []
         self._connection = contextlib.ExitStack()
         self.cdp: ClientConnection = self._connection.enter_context(connect(self._endpoint, max_size=None, open_timeout=timeout))
 
@@ -86,10 +87,14 @@ class Chromium:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return reply["result"]
+            if "method" in reply:
+                self._events.append(reply)  # kept for wait_event()
 
     def wait_event(self, name: str, session: str) -> dict:
+        """The parameters of the first event ``name`` of the session, even
+        one that arrived while a command was waiting for its reply."""
         while True:
-            event = json.loads(self.cdp.recv(timeout=self.timeout))
+            event = self._events.pop(0) if self._events else json.loads(self.cdp.recv(timeout=self.timeout))
             if event.get("method") == name and event.get("sessionId") == session:
                 return event["params"]
 
