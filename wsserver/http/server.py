@@ -30,7 +30,7 @@ __all__ = ["HttpServer", "Handler", "HandlerResult", "ErrorPage", "to_response"]
 HandlerResult = Union[str, bytes, dict, list, Response, EventStream, None]
 Handler = Callable[[Request], HandlerResult]
 #: A custom error page: a file under the root, or ``(request, status) -> result``
-#: (``request`` is None when the request could not be parsed).
+#: (``request`` is None for errors outside routing: a bad request, a timeout, a refused upgrade).
 ErrorPage = Union[str, Callable[[Union[Request, None], int], HandlerResult]]
 
 #: Methods this server knows; any other gets 501 Not Implemented.

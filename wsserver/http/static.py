@@ -65,7 +65,7 @@ class FileBody:
     closes it when the answer ends or is abandoned."""
 
     def __init__(self, fd: int, offset: int, length: int) -> None:
-        self._file = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self._file = open(fd, "rb", buffering=0)  # closed by close()
         self._file.seek(offset)
         self._remaining = length
 
@@ -84,7 +84,10 @@ class FileBody:
         if _fadvise is not None and self._remaining > 0:
             # Ask the kernel to start reading the next slices now, so the
             # next read finds them in memory instead of waiting for the disk.
-            _fadvise(self._file.fileno(), self._file.tell(), min(_READ_AHEAD, self._remaining), os.POSIX_FADV_WILLNEED)
+            try:
+                _fadvise(self._file.fileno(), self._file.tell(), min(_READ_AHEAD, self._remaining), os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass  # only a hint; some file systems refuse it
         return chunk
 
     def close(self) -> None:
