@@ -156,12 +156,7 @@ class HttpServer:
             allowed, handler = route
             if request.method not in allowed:
                 return self.error_response(405, headers=[("Allow", ", ".join(sorted(allowed)))], request=request)
-            try:
-                result = handler(request)
-            except Exception as exc:
-                self._server._report_error(None, exc)
-                return self.error_response(500, request=request)
-            return to_response(result)
+            return to_response(handler(request))  # an exception becomes a 500 in handle()
         if self._root is None:
             return self.error_response(404, request=request)
         return self._serve_static(request)

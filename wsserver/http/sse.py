@@ -15,6 +15,8 @@ A route handler returns an :class:`EventStream` and keeps it::
     for stream in streams:          # later, from any callback or timer
         stream.send("42", event="temperature")
 
+Like the rest of the server, a stream is used from the polling thread
+(another thread hands work over with ``server.call_soon_threadsafe``).
 The stream never buffers without bound: events wait in the stream only
 while the connection is backed up, and :meth:`EventStream.send` refuses new
 ones (returns False) once ``write_limit`` bytes are waiting. It ends when
