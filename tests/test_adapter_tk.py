@@ -194,6 +194,30 @@ def test_destroying_the_window_closes_every_client_with_1001(root: Any, server: 
     assert len(polls) == polls_at_close
 
 
+def test_a_callback_that_closes_the_window_still_closes_clients_cleanly(root: Any, server: Server) -> None:
+    """The window goes from inside on_message: stop() then runs inside a poll step."""
+    recorder = Recorder(server)
+    recorded = server.on_message
+
+    def on_message(client: Any, message: Any) -> None:
+        recorded(client, message)
+        if message.data == "close the window":
+            root.destroy()
+
+    server.on_message = on_message
+    tk_adapter.attach(server, root)
+    clients = start_clients(server.get_url(), 3)
+    tk_until(root, lambda: len(recorder.opened) == 3 and all(c.connected.is_set() for c in clients), what="3 clients")
+    clients[0].send("close the window")
+    root.mainloop()  # returns once the window is gone
+    for client in clients:
+        client.join(DEADLINE)
+        client.check()
+    assert [c.close_code for c in clients] == [1001] * 3
+    recorder.check_invariants()
+    assert [m.data for _, m in recorder.messages] == ["close the window"]
+
+
 def test_destroying_a_child_widget_does_not_stop_the_server(root: Any, server: Server) -> None:
     echo(server)
     child = tkinter.Label(root, text="child")

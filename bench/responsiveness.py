@@ -1,0 +1,279 @@
+"""Does the GUI stay on time while the server is loaded? (A benchmark, not a test.)
+
+    python bench/responsiveness.py                 # all scenarios, a Markdown table at the end
+    python bench/responsiveness.py small large     # some of them
+
+The server runs in a Tk main loop on a private Xvfb, pumped by
+``wsserver.adapters.tk``, echoing every message. A 5 ms ``after()`` tick
+records how late it fires while a separate load process (loopback only,
+bounded in time and count) drives one scenario:
+
+  idle     50 clients connected and silent: CPU time and poll() calls of the
+           GUI process over a quiet window (no tick running)
+  small    50 clients sending small text messages, 10 in flight each
+  large    8 MiB binary messages back to back, each echoed
+  connect  500 WebSocket connections opened and closed, 16 at a time
+
+Reported per scenario: tick lateness p50/p99/max, the load's throughput,
+and how long the adapter's poll() steps took (p99/max of wall time, and the
+most CPU time one step used: a step far longer in wall time than in CPU
+time was preempted, not busy). Targets: lateness p99 < 5 ms, max < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TICK = 0.005
+SCENARIOS = ("idle", "small", "large", "connect")
+TARGET_P99, TARGET_MAX = 5.0, 20.0  # milliseconds
+
+# -- the load process -----------------------------------------------------------
+
+
+async def load_small(url: str, seconds: float, clients: int = 50, window: int = 10) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    echoed = 0
+    stop_at = time.monotonic() + seconds
+
+    async def client(index: int) -> None:
+        nonlocal echoed
+        async with connect(url, compression=None) as ws:
+            for n in range(window):
+                await ws.send(f"client {index} message {n}")
+            in_flight, sent = window, window
+            while in_flight:
+                await ws.recv()
+                echoed += 1
+                if time.monotonic() < stop_at:
+                    await ws.send(f"client {index} message {sent}")
+                    sent += 1
+                else:
+                    in_flight -= 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return {"messages": echoed, "seconds": time.monotonic() - started}
+
+
+async def load_large(url: str, seconds: float, size: int = 8 * 1024 * 1024, limit: int = 40) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    payload = os.urandom(size)
+    count = 0
+    started = time.monotonic()
+    async with connect(url, max_size=None, compression=None) as ws:
+        while count < limit and time.monotonic() - started < seconds:
+            await ws.send(payload)
+            reply = await ws.recv()
+            assert len(reply) == size
+            count += 1
+    elapsed = time.monotonic() - started
+    return {"messages": count, "seconds": elapsed, "mib_per_s": count * size / 2**20 / elapsed}
+
+
+async def load_connect(url: str, seconds: float, total: int = 500, parallel: int = 16) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    done = 0
+    started = time.monotonic()
+
+    async def worker() -> None:
+        nonlocal done
+        while done < total and time.monotonic() - started < seconds:
+            done += 1
+            async with connect(url, compression=None):
+                pass
+
+    await asyncio.gather(*(worker() for _ in range(parallel)))
+    return {"messages": done, "seconds": time.monotonic() - started}
+
+
+async def load_idle(url: str, seconds: float, clients: int = 50) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    connections = [await connect(url, compression=None) for _ in range(clients)]
+    print("ready", flush=True)
+    await asyncio.sleep(seconds)  # the quiet window the GUI process measures
+    for ws in connections:
+        await ws.close()
+    return {"messages": 0, "seconds": seconds}
+
+
+def run_load(scenario: str, url: str, seconds: float) -> None:
+    load = {"small": load_small, "large": load_large, "connect": load_connect, "idle": load_idle}[scenario]
+    result = asyncio.run(load(url, seconds))
+    print(json.dumps(result), flush=True)
+
+
+# -- the GUI process ------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def measure(scenario: str, seconds: float) -> dict[str, Any]:
+    import tkinter
+
+    import wsserver
+    from wsserver.adapters import tk as tk_adapter
+
+    root = tkinter.Tk()
+    server = wsserver.Server(max_message_size=16 * 2**20)
+    server.on_message = lambda client, message: client.send(message.data)
+    server.start("127.0.0.1", 0)
+
+    poll_durations: list[float] = []
+    poll_cpu: list[float] = []
+    poll = server.poll
+
+    def timed_poll(timeout: float = 0.0) -> bool:
+        # Wall and CPU time of each step: a step whose wall time is far above
+        # its CPU time was preempted (the machine is shared), not busy.
+        started, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return poll(timeout)
+        finally:
+            poll_durations.append(time.perf_counter() - started)
+            poll_cpu.append(time.thread_time() - cpu)
+
+    server.poll = timed_poll  # type: ignore[method-assign]
+    tk_adapter.attach(server, root)
+
+    load = subprocess.Popen(
+        [sys.executable, __file__, "--load", scenario, server.get_url(), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lateness: list[float] = []
+    idle: dict[str, float] = {}
+    output: list[str] = []
+    tick_id = [""]
+
+    def tick(due: float) -> None:
+        lateness.append(time.perf_counter() - due)
+        schedule_tick()
+
+    def schedule_tick() -> None:
+        tick_id[0] = root.after(int(TICK * 1000), tick, time.perf_counter() + TICK)
+
+    def start_idle_window() -> None:
+        idle.update(cpu=time.process_time(), polls=len(poll_durations), wall=time.monotonic(), clients=server.client_count())
+        root.after(int((seconds - 1.0) * 1000), end_idle_window)
+
+    def end_idle_window() -> None:
+        idle.update(
+            cpu=time.process_time() - idle["cpu"],
+            polls=len(poll_durations) - idle["polls"],
+            wall=time.monotonic() - idle["wall"],
+        )
+
+    def on_output(fd: int, mask: int) -> None:
+        # The load's stdout: "ready" (idle only), then its result, then EOF.
+        line = load.stdout.readline()
+        if not line:
+            root.tk.deletefilehandler(fd)
+            root.quit()
+        elif line.strip() == "ready":
+            # Let the 50 handshakes be served, then measure a quiet window.
+            root.after(500, start_idle_window)
+        else:
+            output.append(line)
+
+    root.tk.createfilehandler(load.stdout.fileno(), tkinter.READABLE, on_output)
+    # Nothing else wakes the process: the idle scenario runs no tick, since
+    # the point is what the process does when nothing happens.
+    if scenario != "idle":
+        schedule_tick()
+    root.after(int((seconds + 30) * 1000), root.quit)  # the load hung: give up
+    root.mainloop()
+    if tick_id[0]:
+        root.after_cancel(tick_id[0])
+
+    if load.poll() is None:
+        load.kill()
+    load.wait()
+    load.stdout.close()
+    server.stop()
+    root.destroy()
+    result = json.loads(output[-1]) if output else {"messages": 0, "seconds": 0.0}
+    row: dict[str, Any] = {"scenario": scenario, **result}
+    if lateness:
+        ms = [x * 1000 for x in lateness]
+        row.update(ticks=len(ms), p50=statistics.median(ms), p99=percentile(ms, 0.99), max=max(ms))
+    if poll_durations:
+        ms = [x * 1000 for x in poll_durations]
+        row.update(polls=len(ms), poll_p99=percentile(ms, 0.99), poll_max=max(ms), poll_cpu_max=max(poll_cpu) * 1000)
+    if idle:
+        row["idle"] = idle
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| scenario | tick lateness p50 / p99 / max (ms) | throughput | poll() step p99 / max (ms), max CPU (ms) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        if row["scenario"] == "idle":
+            idle = row["idle"]
+            lines.append(
+                f"| idle, {idle['clients']} clients | (no tick) | {idle['polls']} poll() calls and "
+                f"{idle['cpu'] * 1000:.0f} ms CPU in {idle['wall']:.1f} s ({idle['cpu'] / idle['wall'] * 100:.2f} % CPU) | |"
+            )
+            continue
+        rate = row["messages"] / row["seconds"] if row["seconds"] else 0.0
+        unit = {"small": "messages/s echoed", "large": "8 MiB messages/s echoed", "connect": "connections/s"}[row["scenario"]]
+        extra = f" ({row['mib_per_s']:.0f} MiB/s each way)" if "mib_per_s" in row else ""
+        lines.append(
+            f"| {row['scenario']} | {row['p50']:.2f} / {row['p99']:.2f} / {row['max']:.2f} | "
+            f"{rate:,.{1 if rate < 100 else 0}f} {unit}{extra} | {row['poll_p99']:.2f} / {row['poll_max']:.2f}, {row['poll_cpu_max']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", help=f"some of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each scenario (default 6)")
+    parser.add_argument("--load", nargs=3, metavar=("SCENARIO", "URL", "SECONDS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        scenario, url, seconds = args.load
+        run_load(scenario, url, float(seconds))
+        return 0
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from xvfb import Xvfb
+
+    rows = []
+    with Xvfb():
+        for scenario in args.scenarios or SCENARIOS:
+            row = measure(scenario, args.seconds)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print()
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
