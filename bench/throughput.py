@@ -28,7 +28,9 @@ connections, a window of messages in flight on each), ``echo-64k``,
 ``echo-1m``, ``echo-8m`` (binary), ``text-64k`` (multi-byte UTF-8 text, which
 every server validates), ``publish-100`` (one client's 1 KiB messages are
 broadcast to 100 clients). msgs/s counts echoed (or delivered) messages;
-MB/s is payload bytes per second in one direction (10^6 bytes).
+MB/s is payload bytes per second in one direction (10^6 bytes). "server
+µs/msg" is the CPU time the server process spent per message: on a shared
+machine it moves less than the rates when other work competes for the CPU.
 """
 
 from __future__ import annotations
@@ -680,14 +682,14 @@ def fmt_rate(value: float) -> str:
 
 def render(results: dict, servers: list[str], scenarios: list[Scenario], markdown: bool) -> str:
     rows = []
-    header = ["scenario", "server", "msgs/s", "MB/s", "server CPU", "client CPU"]
+    header = ["scenario", "server", "msgs/s", "MB/s", "server CPU", "server µs/msg", "client CPU"]
     for scenario in scenarios:
         for name in servers:
             r = results.get((scenario.name, name))
             if r is None:
                 continue
             if "error" in r:
-                rows.append([scenario.name, name, "error", r["error"][:40], "", ""])
+                rows.append([scenario.name, name, "error", r["error"][:40], "", "", ""])
                 continue
             rows.append([
                 scenario.name,
@@ -695,6 +697,7 @@ def render(results: dict, servers: list[str], scenarios: list[Scenario], markdow
                 fmt_rate(r["msgs_per_s"]),
                 f"{r['mb_per_s']:,.1f}",
                 f"{r['server_cpu']:.0%}",
+                f"{r['server_cpu'] / r['msgs_per_s'] * 1e6:,.1f}",
                 f"{r['client_cpu']:.0%}",
             ])
     ratios = []

