@@ -149,7 +149,9 @@ class RequestParser:
         if end < 0:
             self._scan_from = max(0, len(buf) - 3)
             line_end = buf.find(b"\r\n")
-            if line_end < 0 and len(buf) > self.max_request_line:
+            # One byte of slack: a line of exactly the limit may have its
+            # CR in this read and its LF in the next.
+            if line_end < 0 and len(buf) > self.max_request_line + 1:
                 raise HttpError(414, "request line too long")
             if len(buf) > self.max_request_line + self.max_header_bytes:
                 raise HttpError(431, "request headers too large")
