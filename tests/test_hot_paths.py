@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import DEADLINE
 from rawws import client_frame
-from wsserver.protocol import Connection, Fragment, Message, Ping
+from wsserver.protocol import Connection, Failure, Fragment, Message, Ping
 from wsserver.protocol.frames import _SMALL_MASK_LIMIT, Opcode, apply_mask, masked_copy
 from wsserver.reactor import Reactor, Stream
 
@@ -269,3 +269,70 @@ def test_an_incomplete_header_at_a_chunk_end_is_kept_for_the_next() -> None:
         assert conn.receive_data(memoryview(frame)[:cut]) == []
         events = conn.receive_data(memoryview(frame)[cut:])
         assert events_of(events) == [(Opcode.BINARY, b"x" * 70000)]
+
+
+# -- incremental UTF-8: the same verdict, at the same chunk, as the stdlib's decoder
+
+
+def reference_failure_chunk(chunks: list[bytes]) -> int | None:
+    """The chunk at which codecs' IncrementalDecoder (with the surrogate
+    check at chunk ends) knows the text is invalid; len(chunks) if only the
+    end shows it; None if it is valid."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for i, chunk in enumerate(chunks):
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError:
+            return i
+        pending = decoder.getstate()[0]
+        if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+            return i
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return len(chunks)
+    return None
+
+
+UTF8_PIECES = st.lists(
+    st.one_of(
+        st.text(max_size=5).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.sampled_from([b"\xed\xa0\x80", b"\xc0\xaf", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\x80", b"\xf0\x9f", b"\xff"]),
+    ),
+    max_size=12,
+)
+
+
+def failures(events: list) -> bool:
+    return any(isinstance(e, Failure) for e in events)
+
+
+@settings(max_examples=300, deadline=None)
+@given(UTF8_PIECES, st.lists(st.integers(1, 6), max_size=8), st.booleans())
+def test_text_fails_at_the_same_chunk_as_the_stdlib_decoder(pieces, cuts, fragmented) -> None:
+    text = b"".join(pieces)
+    chunks, pos = [], 0
+    for cut in cuts + [len(text)]:
+        chunks.append(text[pos : pos + cut])
+        pos += cut
+    chunks = [c for c in chunks if c] or [b""]
+    expected = reference_failure_chunk(chunks)
+    if expected == len(chunks):
+        expected -= 1  # the message ends with its last chunk: that is where it fails
+    if fragmented:
+        # One frame per chunk: frame boundaries change nothing.
+        last = len(chunks) - 1
+        inputs = [client_frame(Opcode.TEXT if i == 0 else Opcode.CONTINUATION, c, fin=i == last) for i, c in enumerate(chunks)]
+    else:
+        frame = client_frame(Opcode.TEXT, text)
+        header_size = len(frame) - len(text)
+        inputs, pos = [], header_size
+        for chunk in chunks:
+            inputs.append(memoryview(frame)[pos : pos + len(chunk)])
+            pos += len(chunk)
+        inputs[0] = frame[: header_size + len(chunks[0])]
+    conn = Connection(max_message_size=None)
+    failed_at = next((i for i, data in enumerate(inputs) if failures(conn.receive_data(data))), None)
+    assert failed_at == expected

@@ -36,7 +36,14 @@ __all__ = ["Connection", "State", "DEFAULT_MAX_MESSAGE_SIZE"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
-_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+# The stdlib's incremental UTF-8 decoding step: it decodes what is complete
+# and reports how much it consumed, leaving a split sequence for the next
+# chunk. (codecs' IncrementalDecoder wraps it in Python and copies every
+# chunk behind the held-back bytes; calling it directly avoids both.)
+_utf8_decode = codecs.utf_8_decode
+
+# Opcodes as plain ints: the per-frame checks compare against them.
+_CONTINUATION, _TEXT, _BINARY, _CLOSE = int(Opcode.CONTINUATION), int(Opcode.TEXT), int(Opcode.BINARY), int(Opcode.CLOSE)
 
 
 class State(enum.Enum):
@@ -93,7 +100,9 @@ class Connection:
         self._message_type: int | None = None
         self._message_size = 0
         self._parts: list = []
-        self._decoder = _utf8_decoder()
+        # The start of a UTF-8 sequence split across chunks, held back until
+        # its end arrives.
+        self._utf8_pending = b""
         self._fragment_type = 0
 
     # -- input -----------------------------------------------------------
@@ -153,15 +162,15 @@ class Connection:
         if header.rsv1 or header.rsv2 or header.rsv3:
             raise ProtocolError("reserved bit set without a negotiated extension")
         opcode = header.opcode
-        if opcode == Opcode.CONTINUATION:
+        if opcode == _CONTINUATION:
             if self._message_type is None:
                 raise ProtocolError("continuation frame with no message to continue")
-        elif opcode in (Opcode.TEXT, Opcode.BINARY):
+        elif opcode == _TEXT or opcode == _BINARY:
             if self._message_type is not None:
                 raise ProtocolError("new data frame inside a fragmented message")
             self._message_type = opcode
             self._fragment_type = opcode
-        if opcode < Opcode.CLOSE and self.max_message_size is not None:
+        if opcode < _CLOSE and self.max_message_size is not None:
             size = header.length if self.deliver_fragments else self._message_size + header.length
             if size > self.max_message_size:
                 raise MessageTooBig(f"message over {self.max_message_size} bytes")
@@ -175,52 +184,58 @@ class Connection:
         assert header is not None
         chunk = masked_copy(masked, header.mask, self._frame_offset)  # type: ignore[arg-type]
         self._frame_offset += len(chunk)
-        if header.opcode >= Opcode.CLOSE:
+        if header.opcode >= _CLOSE:
             self._control_payload += chunk
             return
         self._message_size += len(chunk)
-        if self._message_type == Opcode.TEXT:
-            try:
-                text = self._decoder.decode(chunk)
-            except UnicodeDecodeError:
-                raise InvalidText("text message is not valid UTF-8") from None
-            if _pending_utf8_is_invalid(self._decoder.getstate()[0]):
-                raise InvalidText("text message is not valid UTF-8")
-            self._parts.append(text)
+        if self._message_type == _TEXT:
+            self._parts.append(self._decode_text(chunk))
         else:
             self._parts.append(chunk)
+
+    def _decode_text(self, chunk: bytes | bytearray) -> str:
+        """Decode what is complete; hold back a sequence split at the chunk's end."""
+        pending = self._utf8_pending
+        data = pending + chunk if pending else chunk
+        try:
+            text, consumed = _utf8_decode(data, "strict", False)
+        except UnicodeDecodeError:
+            raise InvalidText("text message is not valid UTF-8") from None
+        if consumed < len(data):
+            pending = bytes(data[consumed:])  # at most 3 bytes
+            if _pending_utf8_is_invalid(pending):
+                raise InvalidText("text message is not valid UTF-8")
+            self._utf8_pending = pending
+        elif pending:
+            self._utf8_pending = b""
+        return text
 
     def _end_frame(self, events: list[Event]) -> None:
         header = self._header
         assert header is not None
         self._header = None
-        if header.opcode >= Opcode.CLOSE:
+        if header.opcode >= _CLOSE:
             payload = bytes(self._control_payload)
             self._control_payload.clear()
             self._control_frame(header.opcode, payload, events)
             return
-        if header.fin and self._message_type == Opcode.TEXT:
-            try:
-                tail = self._decoder.decode(b"", final=True)
-            except UnicodeDecodeError:
-                raise InvalidText("text message ends inside a UTF-8 sequence") from None
-            if tail:  # pragma: no cover - a final decode of b"" returns "" or raises
-                self._parts.append(tail)
+        if header.fin and self._utf8_pending:
+            # Held-back bytes are always the valid start of a sequence.
+            raise InvalidText("text message ends inside a UTF-8 sequence")
         if self.deliver_fragments:
             events.append(Fragment(self._fragment_type, self._joined(), header.fin))
             self._parts = []
-            self._fragment_type = Opcode.CONTINUATION
+            self._fragment_type = _CONTINUATION
         if header.fin:
             if not self.deliver_fragments:
                 events.append(Message(self._message_type, self._joined()))  # type: ignore[arg-type]
             self._parts = []
             self._message_type = None
             self._message_size = 0
-            self._decoder.reset()
 
     def _joined(self) -> str | bytes:
         parts = self._parts
-        if self._message_type == Opcode.TEXT:
+        if self._message_type == _TEXT:
             return "".join(parts)
         if len(parts) == 1 and type(parts[0]) is bytes:
             return parts[0]

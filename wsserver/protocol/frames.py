@@ -169,36 +169,34 @@ def parse_header(buf: bytes | bytearray, start: int = 0) -> FrameHeader | None:
     opcode = b0 & 0x0F
     if opcode not in _KNOWN_OPCODES:
         raise ProtocolError(f"reserved opcode {opcode:#x}")
-    fin = bool(b0 & 0x80)
+    fin = b0 >= 0x80
     length = b1 & 0x7F
-    masked = bool(b1 & 0x80)
     size = 2
-    if length == 126:
-        size = 4
-        if available < size:
-            return None
-        (length,) = _U16.unpack_from(buf, start + 2)
-    elif length == 127:
-        size = 10
-        if available < size:
-            return None
-        (length,) = _U64.unpack_from(buf, start + 2)
-        if length >> 63:
-            raise ProtocolError("frame length has its most significant bit set")
+    if length >= 126:
+        if length == 126:
+            size = 4
+            if available < size:
+                return None
+            (length,) = _U16.unpack_from(buf, start + 2)
+        else:
+            size = 10
+            if available < size:
+                return None
+            (length,) = _U64.unpack_from(buf, start + 2)
+            if length >> 63:
+                raise ProtocolError("frame length has its most significant bit set")
     if opcode >= 0x8:
         if not fin:
             raise ProtocolError("fragmented control frame")
         if length > MAX_CONTROL_PAYLOAD:
             raise ProtocolError("control frame payload over 125 bytes")
     mask = None
-    if masked:
+    if b1 >= 0x80:
         if available < size + 4:
             return None
         mask = bytes(buf[start + size : start + size + 4])
         size += 4
-    return FrameHeader(
-        fin, bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10), opcode, mask, length, size
-    )
+    return FrameHeader(fin, b0 & 0x40 != 0, b0 & 0x20 != 0, b0 & 0x10 != 0, opcode, mask, length, size)
 
 
 def _header_bytes(opcode: int, length: int, fin: bool, rsv: int) -> bytes:
