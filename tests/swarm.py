@@ -46,7 +46,9 @@ class SwarmClient:
     def __init__(self, swarm: Swarm, index: int) -> None:
         self.swarm = swarm
         self.index = index
-        self.protocol = ClientProtocol(parse_uri(swarm.url), max_size=swarm.max_size)
+        # Each client asks for its own path, /s<index>, so that the server
+        # side can tell which client a connection is.
+        self.protocol = ClientProtocol(parse_uri(f"{swarm.url.rstrip('/')}/s{index}"), max_size=swarm.max_size)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.out = bytearray()

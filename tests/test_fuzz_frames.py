@@ -16,9 +16,17 @@ import struct
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rawws import client_frame
-from wsproto.frame_protocol import FrameProtocol, Opcode as WsprotoOpcode, ParseFailed
+from wsproto.frame_protocol import FrameProtocol, ParseFailed
+from wsproto.frame_protocol import Opcode as WsprotoOpcode
 
-from wsserver.protocol import Connection, Failure, Fragment, Message, ProtocolError, parse_header
+from wsserver.protocol import (
+    Connection,
+    Failure,
+    Fragment,
+    Message,
+    ProtocolError,
+    parse_header,
+)
 from wsserver.protocol.events import CloseReceived, Ping, Pong
 
 FAILURE_CODES = {1002, 1007, 1009}

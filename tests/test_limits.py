@@ -63,7 +63,7 @@ def test_defaults_are_the_documented_ones():
 def test_the_readme_table_lists_every_limit():
     text = README.read_text(encoding="utf-8")
     section = text.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
-    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.M))
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.MULTILINE))
     assert set(DEFAULTS) <= set(rows), set(DEFAULTS) - set(rows)
 
 
