@@ -62,8 +62,9 @@ def demo_scenario(driver: DemoDriver) -> None:
 
     clients: list[ListeningClient] = []
     for n in (1, 2):  # one after the other, so that clients[0] is the first row
-        clients += start_clients(room.server.get_url("chat"), 1)
-        driver.pump_until(lambda: len(driver.rows()) == n and clients[-1].connected.is_set(), f"row {n}")
+        newcomer = start_clients(room.server.get_url("chat"), 1)[0]
+        clients.append(newcomer)
+        driver.pump_until(lambda n=n, c=newcomer: len(driver.rows()) == n and c.connected.is_set(), f"row {n}")
 
     def last_text(client: ListeningClient) -> str | None:
         return json.loads(client.messages[-1])["text"] if client.messages else None
