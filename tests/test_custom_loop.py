@@ -123,3 +123,27 @@ def test_select_on_fileno_beside_the_programs_own_pipe() -> None:
     assert client.close_code == 1001
     assert [m.data for _, m in recorder.messages] == ["hello from the client"]
     recorder.check_invariants()
+
+
+def test_stop_queued_from_a_thread_ahead_of_other_calls() -> None:
+    """stop() pumps the reactor itself, running the calls queued behind it;
+    the poll step that ran stop() must not trip over the emptied queue."""
+    server = Server()
+    server.start("127.0.0.1", 0)
+    recorder = Recorder(server)
+    client = ListeningClient(server.get_url())
+    client.start()
+    deadline = time.monotonic() + DEADLINE
+    while not (recorder.opened and client.connected.is_set()):
+        assert time.monotonic() < deadline, "the client did not connect"
+        server.poll(0.01)
+    ran: list[str] = []
+    server.call_soon_threadsafe(server.stop)
+    server.call_soon_threadsafe(ran.append, "second")
+    server.call_soon_threadsafe(ran.append, "third")
+    server.poll(0)
+    assert ran == ["second", "third"]
+    assert not server.started
+    client.join(DEADLINE)
+    assert client.close_code == 1001
+    recorder.check_invariants()

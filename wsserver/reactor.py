@@ -526,9 +526,14 @@ class Reactor:
 
     def _run_calls(self) -> None:
         # Only the calls queued before this step: a call that queues another
-        # must not keep the step going forever.
-        for _ in range(len(self._calls)):
-            callback, args = self._calls.popleft()
+        # must not keep the step going forever. A call that pumps the reactor
+        # itself (Server.stop) runs the ones behind it, so the queue may be
+        # empty before the count is reached.
+        calls = self._calls
+        for _ in range(len(calls)):
+            if not calls:
+                return
+            callback, args = calls.popleft()
             try:
                 callback(*args)
             except Exception:
