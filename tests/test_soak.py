@@ -23,12 +23,12 @@ def load_soak():
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_soak_delivers_every_message_in_order_and_leaks_nothing():
-    result = load_soak().soak(batch=500, waves=2, per_wave=150, deadline=120)
+    result = load_soak().soak(batch=500, waves=2, per_wave=60, deadline=120)
     print(result.summary())
     assert not result.problems, result.problems[:10]
     assert result.peak_connected == 1000
     assert result.connections == 1500
-    assert result.deliveries_checked > 100_000
+    assert result.deliveries_checked > 50_000
     # No leak per connection: a single leaked object per connection would
     # be 1,500 more blocks. What the bytes may gain is one resize step of
     # the server's client dict and connection set (see bench/soak.py),
