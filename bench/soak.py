@@ -5,7 +5,9 @@ it, in order, and the server's memory must return to its baseline.
 The server runs on this thread, pumped by ``poll()`` as a GUI loop would;
 the clients are ``websockets`` sans-I/O clients on one helper thread
 (``tests/swarm.py``). Each wave opens ``batch`` new clients while the
-previous ``batch`` close, so up to ``2 * batch`` are connected at once.
+previous ``batch`` close, so up to ``2 * batch`` are connected at once,
+beside one resident client that stays from start to end (as a program's
+long-lived clients do: its timers stay at the top of the reactor's heap).
 
 A client is "open for" message n when the server ran its ``on_open``
 before publishing n and had not yet received its Close frame; it must
@@ -111,11 +113,11 @@ def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float 
             server.poll(0.001)
             result.peak_connected = max(result.peak_connected, server.client_count())
 
-    def open_group():
+    def open_group(count: int = batch):
         first = len(swarm.clients)
-        swarm.call(swarm.open, batch, host, port)
-        pump(lambda: len(swarm.clients) >= first + batch, "the swarm to start its clients")
-        return swarm.clients[first : first + batch]
+        swarm.call(swarm.open, count, host, port)
+        pump(lambda: len(swarm.clients) >= first + count, "the swarm to start its clients")
+        return swarm.clients[first : first + count]
 
     def close_group(group) -> None:
         swarm.call(lambda: [swarm.close(c) for c in group])
@@ -128,16 +130,21 @@ def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float 
         return sum(stat.size for stat in stats), sum(stat.count for stat in stats)
 
     try:
+        # One client stays connected from start to end, as a real program's
+        # long-lived clients do (and its timers keep the reactor's heap busy).
+        wave_quota = 0
+        resident = open_group(1)
+        pump(lambda: resident[0].opened, "the resident client to open")
         # Warm-up: as many clients at once as the waves will have, so that
         # tables sized by the peak (the selector's, the server's client
         # dict; Python never shrinks them) are part of the baseline. Then
-        # the baseline, with nobody connected.
+        # the baseline, with only the resident client connected.
         wave_quota = per_wave
         group = open_group() + open_group()
         pump(lambda: all(c.opened for c in group), "warm-up clients to open")
         close_group(group)
-        pump(lambda: server.client_count() == 0 and all(c.tcp_closed for c in group), "warm-up clients to close")
-        pump(lambda: not server._peers, "every warm-up connection to end")
+        pump(lambda: server.client_count() == 1 and all(c.tcp_closed for c in group), "warm-up clients to close")
+        pump(lambda: len(server._peers) == 1, "every warm-up connection to end")
         warm_up = len(swarm.clients)
         result.baseline_bytes, result.baseline_blocks = measure()
 
@@ -152,9 +159,11 @@ def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float 
         wave_quota = published + per_wave
         pump(lambda: published >= wave_quota, "the last messages")
         close_group(group)
-        pump(lambda: server.client_count() == 0 and all(c.tcp_closed for c in group), "the last clients to close")
-        pump(lambda: not server._peers, "every TCP connection to end")
+        pump(lambda: server.client_count() == 1 and all(c.tcp_closed for c in group), "the last clients to close")
+        pump(lambda: len(server._peers) == 1, "every TCP connection to end")
         result.after_bytes, result.after_blocks = measure()
+        close_group(resident)
+        pump(lambda: server.client_count() == 0 and resident[0].tcp_closed, "the resident client to close")
     finally:
         swarm.stop()
         server.stop()

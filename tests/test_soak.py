@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from wsserver import Server
+
 SOAK = pathlib.Path(__file__).resolve().parent.parent / "bench" / "soak.py"
 
 
@@ -26,7 +28,7 @@ def test_soak_delivers_every_message_in_order_and_leaks_nothing():
     result = load_soak().soak(batch=500, waves=2, per_wave=60, deadline=120)
     print(result.summary())
     assert not result.problems, result.problems[:10]
-    assert result.peak_connected == 1000
+    assert result.peak_connected == 1001  # the waves and the resident client
     assert result.connections == 1500
     assert result.deliveries_checked > 50_000
     # No leak per connection: a single leaked object per connection would
@@ -35,3 +37,42 @@ def test_soak_delivers_every_message_in_order_and_leaks_nothing():
     # under 128 KiB for 1,000 connections at once.
     assert result.after_blocks - result.baseline_blocks < 50
     assert result.after_bytes - result.baseline_bytes < 128 * 1024
+
+
+def test_a_closed_connection_is_released_at_once_beside_a_long_lived_one():
+    """Nothing of a closed connection may wait for its timers' due time
+    (handshake, heartbeat: seconds to hours) to be freed, even while a
+    long-lived client keeps an earlier timer at the top of the heap."""
+    import gc
+    import weakref
+
+    from conftest import pump_until
+    from swarm import HealthyClient, Swarm, wait_round_trips
+
+    server = Server(heartbeat_interval=3600)
+    server.on_message = lambda client, message: client.send(message.data)
+    gone: list[weakref.ref] = []
+    server.on_client_closed = lambda client: gone.append(weakref.ref(client))
+    server.start("127.0.0.1", 0)
+
+    def pump(condition):
+        pump_until(server, condition)
+
+    resident = HealthyClient(server.get_url())  # the long-lived client
+    resident.start()
+    wait_round_trips(resident, pump)
+    swarm = Swarm(server.get_url())
+    swarm.start()
+    try:
+        swarm.call(swarm.open, 200, *server.get_local_ip())
+        pump(lambda: sum(c.opened for c in swarm.clients) == 200)
+        swarm.call(lambda: [swarm.close(c) for c in swarm.clients])
+        pump(lambda: len(gone) == 200 and len(server._peers) == 1)
+    finally:
+        swarm.stop()
+    wait_round_trips(resident, pump)
+    gc.collect()
+    assert [ref for ref in gone if ref() is not None] == []
+    assert len(server.reactor._timers) < 100  # the cancelled timers went too
+    resident.finish(pump)
+    server.stop()

@@ -34,16 +34,25 @@ _TRY_AGAIN = (BlockingIOError, InterruptedError)
 class Timer:
     """A call scheduled on the reactor's clock; :meth:`cancel` it if it is no longer wanted."""
 
-    __slots__ = ("when", "callback", "args", "cancelled")
+    __slots__ = ("when", "callback", "args", "cancelled", "_reactor")
 
-    def __init__(self, when: float, callback: Callable[..., Any], args: tuple) -> None:
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple, reactor: Reactor | None = None) -> None:
         self.when = when
-        self.callback = callback
+        self.callback: Callable[..., Any] | None = callback
         self.args = args
         self.cancelled = False
+        self._reactor = reactor
 
     def cancel(self) -> None:
+        """Drop the call, and at once what it refers to (a connection's whole
+        state, say), not when it would have come due."""
+        if self.cancelled:
+            return
         self.cancelled = True
+        self.callback, self.args = None, ()
+        reactor, self._reactor = self._reactor, None
+        if reactor is not None:
+            reactor._timer_cancelled()
 
 
 class StreamHandler(Protocol):
@@ -326,6 +335,7 @@ class Reactor:
         self._read_buffer = bytearray(read_size)
         self._read_view = memoryview(self._read_buffer)
         self._timers: list[tuple[float, int, Timer]] = []
+        self._cancelled_timers = 0  # how many of them are cancelled
         self._sequence = itertools.count()
         # Ready events carried over from a poll step whose budget ran out.
         self._ready: dict[Any, int] = {}
@@ -357,6 +367,7 @@ class Reactor:
         timers = self._timers
         while timers and timers[0][2].cancelled:
             heapq.heappop(timers)
+            self._cancelled_timers -= 1
         return timers[0][0] if timers else None
 
     def has_pending_work(self) -> bool:
@@ -421,9 +432,21 @@ class Reactor:
         return self.call_at(self.time() + delay, callback, *args)
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> Timer:
-        timer = Timer(when, callback, args)
+        timer = Timer(when, callback, args, self)
         heapq.heappush(self._timers, (when, next(self._sequence), timer))
         return timer
+
+    def _timer_cancelled(self) -> None:
+        # A cancelled timer stays in the heap until it reaches the top, which
+        # a long-lived connection's timer can put off indefinitely. When they
+        # are most of the heap, rebuild it without them (in place: a running
+        # _run_timers holds the list).
+        self._cancelled_timers += 1
+        timers = self._timers
+        if self._cancelled_timers > 64 and 2 * self._cancelled_timers > len(timers):
+            timers[:] = [entry for entry in timers if not entry[2].cancelled]
+            heapq.heapify(timers)
+            self._cancelled_timers = 0
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """Queue ``callback(*args)`` for the polling thread, from any thread,
@@ -514,8 +537,10 @@ class Reactor:
         while timers and timers[0][0] <= now:
             _, _, timer = heapq.heappop(timers)
             if timer.cancelled:
+                self._cancelled_timers -= 1
                 continue
             timer.cancelled = True  # a fired timer is spent
+            timer._reactor = None
             try:
                 timer.callback(*timer.args)
             except Exception:
