@@ -217,6 +217,40 @@ def test_ping_flood_from_a_client_that_never_reads_is_bounded(harness):
     h.finish()
 
 
+def test_message_flood_from_a_client_that_never_reads_the_echoes_is_bounded(harness):
+    """The echoing application's send() is refused once the client is full,
+    and the server stops reading the client until it catches up."""
+    limit = 32 * 1024
+    h = harness(write_limit=limit, write_grace=0.5, close_timeout=0.5)
+    sock, client = open_raw(h)
+    # A small server-side kernel buffer, so the server's own one fills soon.
+    # (Not a tiny receive buffer on the client as well: a client whose full
+    # receive buffer drops the segments that carry the server's window
+    # updates stalls its own sending, and would never flood at all.)
+    client._peer.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock.setblocking(False)
+    message = client_frame(Opcode.BINARY, b"m" * 1000)
+    burst = message * 100
+    most_held = 0
+    sent = 0
+
+    def flood() -> bool:
+        nonlocal most_held, sent
+        try:
+            while sent < 100 * len(burst):
+                sent += sock.send(burst)
+        except OSError:
+            pass  # full (the server stopped reading), or dropped
+        most_held = max(most_held, client.buffered_amount)
+        return client.is_closed
+
+    h.pump(flood, what="message flooder closed")
+    assert most_held < limit + 2 * len(message)
+    assert client.close_code == CloseCode.POLICY_VIOLATION
+    reset(sock)
+    h.finish()
+
+
 @pytest.mark.parametrize(
     ("length", "code"),
     [(2**63, CloseCode.PROTOCOL_ERROR), (2**63 - 1, CloseCode.MESSAGE_TOO_BIG), (2**32, CloseCode.MESSAGE_TOO_BIG)],

@@ -205,7 +205,11 @@ class _Peer:
         if self._body is not None:
             self._pump_body()
         elif self.client is not None and self.opened:
-            self.stream.resume_reading()  # it caught up: hear it again
+            # It caught up: the grace period is over, and it is heard again.
+            if self._backlog_timer is not None:
+                self._backlog_timer.cancel()
+                self._backlog_timer = None
+            self.stream.resume_reading()
             self.server._invoke(self.server.on_drain, self.client, self.client)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -470,26 +474,22 @@ class _Peer:
             self.write_frames(b"".join(out))
 
     def write_frames(self, *parts: bytes) -> None:
-        """Queue WebSocket output, and time how long the client stays at or
-        over its ``write_limit``: ``write_grace`` seconds, and it is closed."""
+        """Queue WebSocket output. A client that this leaves at or over its
+        ``write_limit`` has ``write_grace`` seconds to catch up (drain to its
+        low-water mark, when ``on_drain`` runs) before it is closed."""
         stream = self.stream
-        limit = self.server.write_limit
-        if self._backlog_timer is not None and stream.buffered_amount < limit:
-            # Under the limit now, so it kept up: the grace period starts afresh.
-            self._backlog_timer.cancel()
-            self._backlog_timer = None
         stream.write(*parts)
         grace = self.server.write_grace
-        if grace is not None and self._backlog_timer is None and stream.buffered_amount >= limit and self.is_open:
+        if grace is not None and self._backlog_timer is None and stream.buffered_amount >= self.server.write_limit and self.is_open:
             self._backlog_timer = self.reactor.call_later(grace, self._backlog_timed_out)
 
     def _backlog_timed_out(self) -> None:
-        """Close a client that stayed over its ``write_limit`` for ``write_grace``
-        with 1008; its Close frame waits behind the backlog, so ``close_timeout``
+        """Close a client that did not catch up within ``write_grace`` with
+        1008; its Close frame waits behind the backlog, so ``close_timeout``
         drops TCP if the client still does not read."""
         self._backlog_timer = None
         client = self.client
-        if client is None or not self.is_open or self.stream.buffered_amount < self.server.write_limit:
+        if client is None or not self.is_open:
             return
         reason = "client does not read what it is sent"
         client.close_code, client.close_reason = CloseCode.POLICY_VIOLATION, reason
