@@ -32,10 +32,13 @@ def test_soak_delivers_every_message_in_order_and_leaks_nothing():
     assert result.connections == 1500
     assert result.deliveries_checked > 50_000
     # No leak per connection: a single leaked object per connection would
-    # be 1,500 more blocks. What the bytes may gain is one resize step of
-    # the server's client dict and connection set (see bench/soak.py),
+    # be 1,500 more blocks. What may differ is a constant: the reactor
+    # sweeps cancelled timers from its heap once they pass 64 and half of
+    # it, so up to 64 wait there (4 blocks each: timer, heap entry, due
+    # time, sequence number). What the bytes may gain is one resize step
+    # of the server's client dict and connection set (see bench/soak.py),
     # under 128 KiB for 1,000 connections at once.
-    assert result.after_blocks - result.baseline_blocks < 50
+    assert result.after_blocks - result.baseline_blocks < 4 * 64 + 20
     assert result.after_bytes - result.baseline_bytes < 128 * 1024
 
 
