@@ -610,8 +610,9 @@ class Server:
         WebSocket); beyond it new ones get 503.
     :param write_limit: bytes of unsent output per client beyond which
         :meth:`send` refuses more.
-    :param write_grace: seconds a client may stay at or over its
-        ``write_limit`` before it is closed with 1008; None never closes it.
+    :param write_grace: seconds a client that reached its ``write_limit``
+        has to drain to its low-water mark (where ``on_drain`` runs) before
+        it is closed with 1008; None never closes it.
     :param heartbeat_interval: seconds of silence from a client before a
         heartbeat frame is sent to it; None or -1 disables.
     :param heartbeat_timeout: seconds a client may stay silent after a
