@@ -591,6 +591,8 @@ def serve_null(port_out, broadcast: bool, in_len: int, out_frame: bytes) -> None
 SERVERS = {
     "wsserver": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
     "wsserver-poll": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "poll")),
+    # wsserver from another checkout (--base DIR), to measure a change.
+    "wsserver-base": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
     "websockets-asyncio": ("websockets", lambda out, b, _: serve_websockets_asyncio(out, b)),
     "websockets-asyncio-pure": ("websockets", lambda out, b, _: serve_websockets_asyncio(out, b)),
     "websockets-sync": ("websockets", lambda out, b, _: serve_websockets_sync(out, b)),
@@ -615,9 +617,12 @@ def _null_frames(scenario: Scenario) -> tuple[int, bytes]:
     return in_len, frame_header(opcode, len(payload), None) + payload
 
 
-def _pure_environment(name: str) -> dict:
-    """The environment of a server process; ``-pure`` servers lose their C accelerators."""
+def _server_environment(name: str, base: str | None) -> dict:
+    """The environment of a server process: ``-pure`` servers lose their C
+    accelerators, ``wsserver-base`` imports wsserver from ``base``."""
     env = dict(os.environ)
+    if name == "wsserver-base":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.abspath(base or "."), env.get("PYTHONPATH")]))
     if name.endswith("-pure"):
         env.update(AIOHTTP_NO_EXTENSIONS="1", TORNADO_EXTENSION="0", BENCH_NO_SPEEDUPS="1")
     return env
@@ -648,14 +653,14 @@ def _available(name: str) -> bool:
     return True
 
 
-def run_one(name: str, scenario: Scenario, duration: float, warmup: float, verbose: bool = False) -> dict:
+def run_one(name: str, scenario: Scenario, duration: float, warmup: float, verbose: bool = False, base: str | None = None) -> dict:
     here = os.path.abspath(__file__)
     server = subprocess.Popen(
         [sys.executable, here, "serve", name, scenario.name],
         stdout=subprocess.PIPE,
         stderr=None if verbose else subprocess.DEVNULL,
         text=True,
-        env=_pure_environment(name),
+        env=_server_environment(name, base),
     )
     try:
         line = server.stdout.readline()
@@ -717,7 +722,13 @@ def render(results: dict, servers: list[str], scenarios: list[Scenario], markdow
             row += [f"{best_pure} {fmt_rate(pure[best_pure]['msgs_per_s'])}", f"{ours['msgs_per_s'] / pure[best_pure]['msgs_per_s']:.2f}"]
         else:
             row += ["", ""]
+        base = results.get((scenario.name, "wsserver-base"))
+        if base is not None and "error" not in base:
+            row += [fmt_rate(base["msgs_per_s"]), f"{ours['msgs_per_s'] / base['msgs_per_s']:.2f}"]
         ratios.append(row)
+    if any(len(row) > len(ratio_header) for row in ratios):
+        ratio_header += ["wsserver-base", "ratio"]
+        ratios = [row + [""] * (len(ratio_header) - len(row)) for row in ratios]
     return _table(header, rows, markdown) + "\n\n" + _table(ratio_header, ratios, markdown)
 
 
@@ -744,13 +755,17 @@ def main() -> None:
     parser.add_argument("--scenarios", help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS))
     parser.add_argument("--duration", type=float, default=2.0, help="seconds measured per run (default 2)")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over every server; each keeps its best (default 1)")
     parser.add_argument("--quick", action="store_true", help="1 s runs, 0.3 s warm-up")
+    parser.add_argument("--base", metavar="DIR", help="also run wsserver from the checkout in DIR, as 'wsserver-base'")
     parser.add_argument("--verbose", action="store_true", help="show the servers' own logs")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as markdown to FILE")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup = 1.0, 0.3
-    servers = args.servers.split(",") if args.servers else list(SERVERS)
+    servers = args.servers.split(",") if args.servers else [s for s in SERVERS if s != "wsserver-base"]
+    if args.base and "wsserver-base" not in servers:
+        servers.insert(1, "wsserver-base")
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         parser.error(f"unknown servers: {unknown}")
@@ -759,14 +774,21 @@ def main() -> None:
     scenarios = [_scenario(s) for s in args.scenarios.split(",")] if args.scenarios else SCENARIOS
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; skipped (not installed): {', '.join(skipped) or 'none'}", file=sys.stderr)
     results: dict = {}
-    for scenario in scenarios:
-        for name in servers:
-            try:
-                results[(scenario.name, name)] = r = run_one(name, scenario, args.duration, args.warmup, args.verbose)
+    # Rounds go over every server in turn, so that other work on the machine
+    # slows them alike; each keeps its best round.
+    for round_ in range(args.repeat):
+        for scenario in scenarios:
+            for name in servers:
+                key = (scenario.name, name)
+                try:
+                    r = run_one(name, scenario, args.duration, args.warmup, args.verbose, args.base)
+                except Exception as exc:  # a server that fails a scenario gets an error row
+                    results.setdefault(key, {"error": str(exc)})
+                    print(f"{scenario.name:12} {name:24} error: {exc}", file=sys.stderr)
+                    continue
                 print(f"{scenario.name:12} {name:24} {fmt_rate(r['msgs_per_s']):>10} msgs/s {r['mb_per_s']:8.1f} MB/s", file=sys.stderr)
-            except Exception as exc:  # a server that fails a scenario gets an error row
-                results[(scenario.name, name)] = {"error": str(exc)}
-                print(f"{scenario.name:12} {name:24} error: {exc}", file=sys.stderr)
+                if "error" in results.get(key, {}) or r["msgs_per_s"] > results.get(key, {}).get("msgs_per_s", -1):
+                    results[key] = r
     print()
     print(render(results, servers, scenarios, markdown=False))
     if args.markdown:

@@ -93,11 +93,32 @@ def test_the_replies_to_one_read_leave_in_one_send(reactor: Reactor) -> None:
 
     stream, ours, theirs = counted_pair(reactor, fifty_replies)
     theirs.sendall(b"ping")
-    pump(reactor, lambda: ours.sends > 0)
+    pump(reactor, lambda: ours.sends > 0 and stream.buffered_amount == 0)
     expected = b"".join(b"%02d:ping" % i for i in range(50))
     assert read_exactly(theirs, len(expected)) == expected
     assert ours.sends == 1
     assert stream.buffered_amount == 0
+    theirs.close()
+
+
+def test_a_batch_reaching_the_low_water_mark_is_sent_during_the_event(reactor: Reactor) -> None:
+    """Gathering holds back at most ``low_water`` bytes: past it the kernel
+    takes what it can at once, before the queue counts against limits."""
+    sends_inside = []
+
+    def big_batch(stream: Stream, data: bytes) -> None:
+        for _ in range(4):
+            stream.write(b"x" * 1000)
+        sends_inside.append(ours.sends)  # 4000 bytes, under the mark: held
+        stream.write(b"y" * stream.low_water)
+        sends_inside.append(ours.sends)
+
+    stream, ours, theirs = counted_pair(reactor, big_batch)
+    stream.low_water = 8192
+    theirs.sendall(b"go")
+    pump(reactor, lambda: sends_inside and stream.buffered_amount == 0)
+    assert sends_inside == [0, 1]
+    assert read_exactly(theirs, 4000 + 8192) == b"x" * 4000 + b"y" * 8192
     theirs.close()
 
 
@@ -146,6 +167,40 @@ def test_a_large_reply_still_goes_out_in_slices_in_order(reactor: Reactor) -> No
             pass
     assert received == b"head" + payload + b"tail"
     assert ours.sends > 1  # one slice per send
+    theirs.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gathered_writes_survive_partial_sends_in_order(reactor: Reactor, seed: int) -> None:
+    """Buffers of every size, gathered in one event and then past the
+    low-water mark, through a small kernel buffer: the peer gets exactly
+    their concatenation."""
+    import random
+
+    rng = random.Random(seed)
+    parts = [bytes([i & 0xFF]) * rng.choice([1, 7, 100, 5000, 70000, 300000]) for i in range(300)]
+
+    def all_parts(stream: Stream, data: bytes) -> None:
+        stream.write(*parts[:150])
+        for part in parts[150:]:
+            stream.write(part)
+
+    stream, ours, theirs = counted_pair(reactor, all_parts)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.sendall(b"go")
+    expected = b"".join(parts)
+    received = bytearray()
+    theirs.setblocking(False)
+    deadline = time.monotonic() + DEADLINE
+    while len(received) < len(expected):
+        assert time.monotonic() < deadline
+        reactor.poll(0.001)
+        try:
+            received += theirs.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    assert received == expected
+    assert stream.buffered_amount == 0
     theirs.close()
 
 

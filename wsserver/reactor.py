@@ -78,7 +78,9 @@ class Stream:
     the reactor flushes the buffer in slices as the socket becomes writable.
     Writes made while the reactor serves a readiness event (the callbacks of
     one ``recv``) are gathered and sent once that event is served, so that a
-    batch of small messages costs one ``send`` instead of one per message.
+    batch of small messages costs one ``send`` instead of one per message;
+    once ``low_water`` bytes are gathered they are sent at once, as outside
+    an event.
     """
 
     def __init__(self, reactor: Reactor, sock: socket.socket, handler: StreamHandler | None = None) -> None:
@@ -123,18 +125,20 @@ class Stream:
                 self._buffered += len(view)
         if not self._out:
             return
-        deferred = self.reactor._deferred_sends
-        if was_idle:
-            if deferred is None:
-                # Nothing was waiting: try the socket right away, which for
-                # small writes saves a trip through the selector.
-                self._send_now()
+        if was_idle or self._send_deferred:
+            deferred = self.reactor._deferred_sends
+            if deferred is not None and self._buffered < self.low_water:
+                # Inside a readiness event, with little queued: send once the
+                # event is served, together with what else its callbacks write.
+                if not self._send_deferred:
+                    self._send_deferred = True
+                    deferred.append(self)
                 return
-            # Inside a readiness event: send once it is served, together
-            # with whatever else its callbacks write.
-            self._send_deferred = True
-            deferred.append(self)
-        if self._buffered > self.low_water:
+            # Try the socket right away, which also saves a trip through
+            # the selector; the kernel takes what it can before the queue
+            # counts against write limits.
+            self._send_now()
+        elif self._buffered > self.low_water:
             self._above_low_water = True
 
     def _send_now(self) -> None:
