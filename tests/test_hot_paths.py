@@ -391,3 +391,31 @@ def test_text_fails_at_the_same_chunk_as_the_stdlib_decoder(pieces, cuts, fragme
     conn = Connection(max_message_size=None)
     failed_at = next((i for i, data in enumerate(inputs) if failures(conn.receive_data(data))), None)
     assert failed_at == expected
+
+
+# -- frame building --------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([0, 1, 2, 8, 9, 10]),
+    st.sampled_from([0, 1, 125, 126, 127, 65535, 65536, 65537, 70000]),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_encode_frame_round_trips_every_flag_and_length_encoding(opcode, length, fin, rsv1, rsv2, rsv3) -> None:
+    from wsserver.protocol.frames import encode_frame, parse_header
+
+    if opcode >= 8 and (length > 125 or not fin):
+        return  # not a valid control frame; parse_header would refuse it
+    payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    parts = encode_frame(Opcode(opcode), payload, fin, rsv1, rsv2, rsv3)
+    frame = b"".join(parts)
+    header = parse_header(frame)
+    assert header is not None
+    assert (header.opcode, header.fin, header.rsv1, header.rsv2, header.rsv3, header.mask, header.length) == (opcode, fin, rsv1, rsv2, rsv3, None, length)
+    # The shortest length encoding, as RFC 6455 section 5.2 requires.
+    assert header.size == (2 if length < 126 else 4 if length < 65536 else 10)
+    assert frame[header.size :] == payload

@@ -199,13 +199,10 @@ def parse_header(buf: bytes | bytearray, start: int = 0) -> FrameHeader | None:
     return FrameHeader(fin, b0 & 0x40 != 0, b0 & 0x20 != 0, b0 & 0x10 != 0, opcode, mask, length, size)
 
 
-def _header_bytes(opcode: int, length: int, fin: bool, rsv: int) -> bytes:
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    if length < 126:
-        return bytes((b0, length))
-    if length < 0x10000:
-        return bytes((b0, 126)) + _U16.pack(length)
-    return bytes((b0, 127)) + _U64.pack(length)
+# Server frame headers (no mask) for the three length encodings.
+_HEAD_7 = struct.Struct("!BB")
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
 
 
 # Payloads up to this size are copied behind their header into one buffer
@@ -223,9 +220,17 @@ def encode_frame(
     rsv3: bool = False,
 ) -> tuple[bytes, ...]:
     """An unmasked (server-to-client) frame as one or two buffers to write in order."""
-    rsv = (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0) | (0x10 if rsv3 else 0)
-    header = _header_bytes(opcode, len(payload), fin, rsv)
-    if len(payload) <= _JOIN_LIMIT:
+    b0 = opcode | 0x80 if fin else opcode
+    if rsv1 or rsv2 or rsv3:
+        b0 |= (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0) | (0x10 if rsv3 else 0)
+    length = len(payload)
+    if length < 126:
+        header = _HEAD_7.pack(b0, length)
+    elif length < 0x10000:
+        header = _HEAD_16.pack(b0, 126, length)
+    else:
+        header = _HEAD_64.pack(b0, 127, length)
+    if length <= _JOIN_LIMIT:
         return (header + payload,)
     return (header, payload)
 
