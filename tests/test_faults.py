@@ -251,6 +251,46 @@ def test_message_flood_from_a_client_that_never_reads_the_echoes_is_bounded(harn
     h.finish()
 
 
+def test_random_garbage_after_the_handshake(harness):
+    """Mutated frames over real sockets, 60 connections: each ends with a
+    Close frame of a receiver's failure code or with the client's own FIN,
+    and the server keeps its invariants (the fuzzers cover the parser
+    itself; this covers the wiring around it)."""
+    import random
+
+    h = harness()
+    rng = random.Random(6455)
+    good = client_frame(Opcode.TEXT, "héllo wörld".encode()) + client_frame(Opcode.BINARY, bytes(200))
+    for _ in range(60):
+        data = bytearray(good * 3)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        sock, client = open_raw(h)
+        sock.sendall(bytes(data))
+        sock.shutdown(socket.SHUT_WR)
+        answer = wait_eof(h, sock)
+        sock.close()
+        h.pump(lambda client=client: client.is_closed)
+        close_code = None
+        while answer:  # echoes, then maybe a Close frame
+            opcode, length = answer[0] & 0x0F, answer[1] & 0x7F
+            size = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+            length = length if length < 126 else int.from_bytes(answer[2:size], "big")
+            payload, answer = answer[size : size + length], answer[size + length :]
+            if opcode == Opcode.CLOSE:
+                close_code = struct.unpack("!H", payload[:2])[0] if payload else 1005
+                assert not answer, "bytes after the Close frame"
+        received = [code for c, code, _ in h.recorder.closes if c is client]
+        if close_code is None:
+            assert client.close_code == CloseCode.ABNORMAL  # the client's FIN came first
+        elif received:
+            assert client.close_code == received[0]  # a mutation made a Close frame: echoed
+        else:
+            assert close_code in (1002, 1007, 1009) and client.close_code == close_code
+        h.keeps_working(1)
+    h.finish()
+
+
 @pytest.mark.parametrize(
     ("length", "code"),
     [(2**63, CloseCode.PROTOCOL_ERROR), (2**63 - 1, CloseCode.MESSAGE_TOO_BIG), (2**32, CloseCode.MESSAGE_TOO_BIG)],
