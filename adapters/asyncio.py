@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from wsserver.adapters._pump import Pump
+from ._pump import Pump
 
 if TYPE_CHECKING:
     from wsserver import Server

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QCoreApplication, QSocketNotifier, Qt, QTimer
 
-from wsserver.adapters._pump import Pump, milliseconds
+from ._pump import Pump, milliseconds
 
 if TYPE_CHECKING:
     from wsserver import Server

@@ -21,7 +21,7 @@ from __future__ import annotations
 import tkinter
 from typing import TYPE_CHECKING
 
-from wsserver.adapters._pump import Pump, milliseconds
+from ._pump import Pump, milliseconds
 
 if TYPE_CHECKING:
     from wsserver import Server
@@ -82,6 +82,7 @@ class TkPump(Pump):
     # -- toolkit primitives ------------------------------------------------
 
     def _watch(self, on: bool) -> None:
+        assert self.fd is not None  # the pump watches only when there is a descriptor
         if on:
             self.root.tk.createfilehandler(self.fd, tkinter.READABLE, self._file_event)
         else:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import email.utils
 import http
 import json
-from collections.abc import Iterable, Iterator
-from typing import Any, Union
+from collections.abc import Iterable
+from typing import Any, Optional, Union
 
 from .headers import Headers
 
@@ -16,8 +16,10 @@ __all__ = ["Response", "Body", "reason_phrase", "render_head", "error_response",
 SERVER_NAME = "wsserver"
 
 #: A response body: bytes sent as they are, or an iterable of byte chunks
-#: pulled one at a time while the connection can take more.
-Body = Union[bytes, Iterable[bytes]]
+#: pulled one at a time while the connection can take more (an
+#: :class:`~wsserver.http.sse.EventStream` yields None while it has nothing
+#: to send, and restarts the pull itself when it has).
+Body = Union[bytes, Iterable[Optional[bytes]]]
 
 
 def reason_phrase(status: int) -> str:
@@ -58,14 +60,6 @@ class Response:
     def json(cls, value: Any, status: int = 200, headers: Iterable[tuple[str, str]] | None = None) -> Response:
         data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return cls(data, status, headers, content_type="application/json")
-
-    def iter_body(self) -> Iterator[bytes]:
-        body = self.body
-        if isinstance(body, (bytes, bytearray, memoryview)):
-            if body:
-                yield bytes(body)
-        else:
-            yield from body
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {reason_phrase(self.status)}>"

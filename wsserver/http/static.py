@@ -156,8 +156,9 @@ def file_response(request: Request, path: Path, cache_control: str | None) -> Re
             return error_response(412)
         size = st.st_size
         headers = [("Content-Type", content_type(path)), ("Accept-Ranges", "bytes"), *validators]
-        byte_range = _requested_range(request, etag, mtime, size)
-        if byte_range == "unsatisfiable":
+        try:
+            byte_range = _requested_range(request, etag, mtime, size)
+        except _Unsatisfiable:
             os.close(fd)
             return error_response(416, headers=[("Content-Range", f"bytes */{size}")])
         if byte_range is None:
@@ -197,9 +198,13 @@ def _precondition_status(request: Request, etag: str, mtime: int) -> int | None:
     return None
 
 
-def _requested_range(request: Request, etag: str, mtime: int, size: int) -> tuple[int, int] | str | None:
-    """The (first, last) byte of a single ``Range`` that applies, None to send
-    the whole file, or ``"unsatisfiable"``.
+class _Unsatisfiable(Exception):
+    """The ``Range`` asked for no byte the file has (416)."""
+
+
+def _requested_range(request: Request, etag: str, mtime: int, size: int) -> tuple[int, int] | None:
+    """The (first, last) byte of a single ``Range`` that applies, or None to
+    send the whole file; raises :class:`_Unsatisfiable` for a range past the end.
 
     Only ``GET`` has ranges; a malformed or multi-range header is ignored
     (the whole file is sent, which RFC 9110 section 14.2 allows), and so is
@@ -222,13 +227,13 @@ def _requested_range(request: Request, etag: str, mtime: int, size: int) -> tupl
     if first == "":  # a suffix: the last N bytes
         suffix = int(last)
         if suffix == 0 or size == 0:
-            return "unsatisfiable"
+            raise _Unsatisfiable
         return max(0, size - suffix), size - 1
     start = int(first)
     if last != "" and int(last) < start:
         return None  # invalid, so ignored
     if start >= size:
-        return "unsatisfiable"
+        raise _Unsatisfiable
     return start, size - 1 if last == "" else min(int(last), size - 1)
 
 
