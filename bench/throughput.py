@@ -125,7 +125,7 @@ def accept_for(key: bytes) -> bytes:
 
 
 class LoadConnection:
-    __slots__ = ("sock", "owed", "view", "received", "done", "in_flight", "first", "checked")
+    __slots__ = ("sock", "owed", "view", "received", "done", "in_flight", "first", "checked", "writing")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -136,6 +136,7 @@ class LoadConnection:
         self.in_flight = 0
         self.first = bytearray()  # the first answer, checked byte for byte
         self.checked = False
+        self.writing = False  # registered for EVENT_WRITE
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -190,13 +191,16 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
     frame_len = len(answer)
 
     def want_write(conn: LoadConnection, on: bool) -> None:
-        selector.modify(conn.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0), conn)
+        if conn.writing != on:
+            conn.writing = on
+            selector.modify(conn.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0), conn)
 
     for conn in senders:
         want_write(conn, True)
 
     sending = True
     start = time.perf_counter()
+    cpu_start, srv_start = time.process_time(), _cpu_seconds(server_pid)
     t0 = start + warmup
     t1 = t0 + duration
     measuring = False
@@ -271,7 +275,7 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
     if scenario.broadcast:
         # Every client gets every message: count deliveries over the whole run.
         messages, seconds = total_sent * len(conns), end - start
-        cpu1, srv1, cpu0, srv0 = time.process_time(), _cpu_seconds(server_pid), 0.0, 0.0
+        cpu0, srv0, cpu1, srv1 = cpu_start, srv_start, time.process_time(), _cpu_seconds(server_pid)
     else:
         messages, seconds = done_at_t1 - done_at_t0, t1 - t0
     return {
