@@ -41,6 +41,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import select
 import selectors
 import socket
 import subprocess
@@ -667,6 +668,8 @@ def run_one(name: str, scenario: Scenario, duration: float, warmup: float, verbo
         env=_server_environment(name, base),
     )
     try:
+        if not select.select([server.stdout], [], [], 30)[0]:
+            raise RuntimeError(f"{name} did not start within 30 s")
         line = server.stdout.readline()
         if not line.startswith("PORT "):
             raise RuntimeError(f"{name} did not start")
