@@ -61,8 +61,10 @@ class StreamHandler(Protocol):
     def data_received(self, data: memoryview) -> None:
         """Bytes arrived. ``data`` is only valid during the call: copy what you keep."""
 
-    def eof_received(self) -> None:
-        """The peer shut down its sending side. The stream closes once its output is flushed."""
+    def eof_received(self) -> bool | None:
+        """The peer shut down its sending side. The stream closes once its
+        output is flushed, unless this returns True: then the handler still
+        has an answer to write and closes the stream itself."""
 
     def write_drained(self) -> None:
         """The output buffer went from above the low-water mark to below it."""
@@ -159,14 +161,14 @@ class Stream:
         self._closing = True
         self._watch(selectors.EVENT_READ, False)
         if not self._out:
-            self._finish(None)
+            self._finish(None, graceful=True)
 
     def abort(self, exc: BaseException | None = None) -> None:
         """Close now, dropping buffered output."""
         if self._closed:
             return
         self._closing = True
-        self._finish(exc)
+        self._finish(exc, graceful=False)
 
     def pause_reading(self) -> None:
         self._reading = False
@@ -200,8 +202,8 @@ class Stream:
         if n == 0:
             self._watch(selectors.EVENT_READ, False)
             self._reading = False
-            self._notify("eof_received")
-            self.close()
+            if not self._notify("eof_received"):
+                self.close()
             return False
         self._notify("data_received", reactor._read_view[:n])
         return n == len(reactor._read_buffer)
@@ -227,7 +229,7 @@ class Stream:
         if not out:
             self._watch(selectors.EVENT_WRITE, False)
             if self._closing:
-                self._finish(None)
+                self._finish(None, graceful=True)
                 return False
         if self._above_low_water and self._buffered <= self.low_water:
             self._above_low_water = False
@@ -258,23 +260,62 @@ class Stream:
             self._events = events
             self.reactor._modify(self.socket, events, self)
 
-    def _finish(self, exc: BaseException | None) -> None:
+    def _finish(self, exc: BaseException | None, graceful: bool) -> None:
         if self._closed:
             return
         self._closed = True
         self._out.clear()
         self._buffered = 0
         self.reactor._unregister(self.socket)
-        try:
+        if graceful:
+            self.reactor._linger(self.socket)
+        else:
             self.socket.close()
-        except OSError:  # pragma: no cover - close() of a socket we own
-            pass
         self._notify("connection_lost", exc)
 
-    def _notify(self, name: str, *args: Any) -> None:
+    def _notify(self, name: str, *args: Any) -> Any:
         handler = self.handler
         if handler is not None:
-            getattr(handler, name)(*args)
+            return getattr(handler, name)(*args)
+        return None
+
+
+class _Lingerer:
+    """A gracefully closed socket that drains what the peer still sends.
+
+    Closing a socket with unread input makes the kernel answer with a reset,
+    which can destroy the last bytes we sent before the peer reads them (an
+    error page for a request that was never read, say). So a graceful close
+    sends FIN and reads and drops input until the peer closes too, for at
+    most :attr:`Reactor.LINGER` seconds. The connection's handler is already
+    told it is closed: this is the socket's epilogue, not the connection's.
+    """
+
+    __slots__ = ("reactor", "socket", "timer")
+
+    def __init__(self, reactor: Reactor, sock: socket.socket) -> None:
+        self.reactor = reactor
+        self.socket = sock
+        self.timer = reactor.call_later(reactor.LINGER, self.close)
+        reactor._register(sock, selectors.EVENT_READ, self)
+        reactor._lingering.add(self)
+
+    def _on_ready(self, mask: int) -> bool:
+        try:
+            if self.socket.recv_into(self.reactor._read_buffer):
+                return False  # dropped; wait for more, or for the end
+        except _TRY_AGAIN:
+            return False
+        except OSError:
+            pass
+        self.close()
+        return False
+
+    def close(self) -> None:
+        self.timer.cancel()
+        self.reactor._lingering.discard(self)
+        self.reactor._unregister(self.socket)
+        self.socket.close()
 
 
 class Listener:
@@ -331,6 +372,9 @@ class Reactor:
     :param write_slice: bytes handed to one ``send`` (one unit of work).
     """
 
+    #: Seconds a gracefully closed socket may keep draining the peer's input.
+    LINGER = 2.0
+
     def __init__(self, budget: float = 0.002, read_size: int = 256 * 1024, write_slice: int = 256 * 1024) -> None:
         self.budget = budget
         self.read_size = read_size
@@ -350,6 +394,7 @@ class Reactor:
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
         self._selector.register(self._wakeup_r, selectors.EVENT_READ, None)
+        self._lingering: set[_Lingerer] = set()
         self._closed = False
         self._stopping = False
         self.time = time.monotonic
@@ -490,6 +535,8 @@ class Reactor:
         """Release the selector and the wake-up sockets. Streams must be closed first."""
         if self._closed:
             return
+        for lingerer in list(self._lingering):
+            lingerer.close()
         self._closed = True
         self._selector.close()
         self._wakeup_r.close()
@@ -580,6 +627,21 @@ class Reactor:
                 pass
         except (BlockingIOError, OSError):
             pass
+
+    def _linger(self, sock: socket.socket) -> None:
+        """Close ``sock`` gracefully: FIN now, the descriptor once the peer
+        has closed too (see :class:`_Lingerer`)."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            if sock.recv_into(self._read_buffer) == 0:
+                sock.close()  # the peer has closed already
+                return
+        except _TRY_AGAIN:
+            pass
+        except OSError:
+            sock.close()
+            return
+        _Lingerer(self, sock)
 
     def _register(self, sock: socket.socket, events: int, owner: Any) -> None:
         self._selector.register(sock, events, owner)

@@ -198,8 +198,13 @@ class _Peer:
         self.parser.feed(data)
         self._serve_requests()
 
-    def eof_received(self) -> None:
-        pass
+    def eof_received(self) -> bool:
+        # A client may send its request and then shut down its sending side:
+        # an answer still streaming to it goes on, and ends the connection.
+        if self.phase is _Phase.HTTP and self._body is not None:
+            self._keep_alive = False
+            return True
+        return False
 
     def write_drained(self) -> None:
         if self._body is not None:
