@@ -558,7 +558,8 @@ class Reactor:
             if owner is None:
                 self._drain_wakeup()
                 continue
-            self._deferred_sends = deferred = []
+            deferred: list[Stream] = []
+            self._deferred_sends = deferred
             try:
                 more = owner._on_ready(mask)
             except Exception:
@@ -590,12 +591,14 @@ class Reactor:
             if timer.cancelled:
                 self._cancelled_timers -= 1
                 continue
+            callback = timer.callback
+            assert callback is not None  # only a cancel() drops it
             timer.cancelled = True  # a fired timer is spent
             timer._reactor = None
             try:
-                timer.callback(*timer.args)
+                callback(*timer.args)
             except Exception:
-                logger.exception("unhandled error in timer %r", timer.callback)
+                logger.exception("unhandled error in timer %r", callback)
             now = self.time()
             if now >= stop_at:
                 return

@@ -154,7 +154,7 @@ _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
 
-def parse_header(buf: bytes | bytearray, start: int = 0) -> FrameHeader | None:
+def parse_header(buf: bytes | bytearray | memoryview, start: int = 0) -> FrameHeader | None:
     """Parse the frame header at ``buf[start:]``; None if it is not complete yet.
 
     Checks what the header alone can tell: the opcode is known, control
