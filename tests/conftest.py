@@ -123,6 +123,23 @@ def recorder(server: Server) -> Recorder:
     return Recorder(server)
 
 
+@pytest.fixture
+def harness(caplog: pytest.LogCaptureFixture):
+    """Makes :class:`swarm.Harness` servers (options as for ``Server``), stopped after the test."""
+    from swarm import Harness
+
+    made: list[Harness] = []
+
+    def make(**options: Any) -> Harness:
+        h = Harness(caplog, **options)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.stop()
+
+
 def ws_url(server: Server, path: str = "") -> str:
     url = server.get_url(path)
     assert url is not None

@@ -363,6 +363,26 @@ class Harness:
 
         pump_until(self.server, condition, timeout, what)
 
+    def read_until_closed(self, sock: socket.socket) -> bytes:
+        """Pump until the server closed ``sock``'s connection; return what came before."""
+        sock.setblocking(False)
+        got = bytearray()
+        closed = []
+
+        def read() -> bool:
+            try:
+                while chunk := sock.recv(65536):
+                    got.extend(chunk)
+                closed.append(True)
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed.append(True)
+            return bool(closed)
+
+        self.pump(read, what="the server to close the connection")
+        return bytes(got)
+
     def keeps_working(self, more: int = 3) -> None:
         """The healthy client gets ``more`` further echoes back."""
         if self.healthy is not None:

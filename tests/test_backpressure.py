@@ -48,20 +48,6 @@ def open_stalled_client(h: Harness, path: str = "/stalled") -> tuple[socket.sock
     return sock, client
 
 
-@pytest.fixture
-def harness(caplog):
-    made = []
-
-    def make(**options):
-        h = Harness(caplog, **options)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.stop()
-
-
 def fill_until_refused(h: Harness, client: Client, limit: int) -> int:
     """Send until ``send()`` refuses; return how many were taken."""
     for taken in range(100_000):

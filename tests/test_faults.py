@@ -28,20 +28,6 @@ from wsserver import Client
 from wsserver.protocol import CloseCode, Opcode
 
 
-@pytest.fixture
-def harness(caplog):
-    made = []
-
-    def make(**options):
-        h = Harness(caplog, **options)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.stop()
-
-
 def open_raw(h: Harness, path: str = "/raw") -> tuple[socket.socket, Client]:
     """A raw client through the handshake; returns its socket and its server-side Client."""
     sock = socket.create_connection(h.address)
@@ -65,27 +51,6 @@ def read_close(sock: socket.socket) -> int:
         opcode, _, payload = read_frame(sock)
         if opcode == Opcode.CLOSE:
             return struct.unpack("!H", payload[:2])[0]
-
-
-def wait_eof(h: Harness, sock: socket.socket) -> bytes:
-    """Pump until the server closed ``sock``'s connection; return what came before."""
-    sock.setblocking(False)
-    got = bytearray()
-    eof = []
-
-    def read() -> bool:
-        try:
-            while chunk := sock.recv(65536):
-                got.extend(chunk)
-            eof.append(True)
-        except BlockingIOError:
-            pass
-        except ConnectionResetError:
-            eof.append(True)
-        return bool(eof)
-
-    h.pump(read, what="server closed the connection")
-    return bytes(got)
 
 
 # -- resets, half-closes, vanishing ------------------------------------------
@@ -120,7 +85,7 @@ def test_half_close_after_a_message_gets_the_answer_then_the_close(harness):
     sock, client = open_raw(h)
     sock.sendall(client_frame(Opcode.TEXT, b"last words"))
     sock.shutdown(socket.SHUT_WR)
-    data = wait_eof(h, sock)
+    data = h.read_until_closed(sock)
     # The echo of the message that came before the FIN is delivered.
     assert data == b"\x81\x0alast words"
     sock.close()
@@ -134,7 +99,7 @@ def test_half_close_mid_frame(harness):
     sock, client = open_raw(h)
     sock.sendall(client_frame(Opcode.TEXT, b"never finished")[:8])
     sock.shutdown(socket.SHUT_WR)
-    assert wait_eof(h, sock) == b""
+    assert h.read_until_closed(sock) == b""
     sock.close()
     assert client.close_code == CloseCode.ABNORMAL
     assert not [m for c, m in h.recorder.messages if c is client]
@@ -268,7 +233,7 @@ def test_random_garbage_after_the_handshake(harness):
         sock, client = open_raw(h)
         sock.sendall(bytes(data))
         sock.shutdown(socket.SHUT_WR)
-        answer = wait_eof(h, sock)
+        answer = h.read_until_closed(sock)
         sock.close()
         h.pump(lambda client=client: client.is_closed)
         close_code = None
@@ -300,7 +265,7 @@ def test_huge_length_header(harness, length, code):
     sock, client = open_raw(h)
     header = struct.pack("!BBQ", 0x82, 0x80 | 127, length) + b"\x01\x02\x03\x04"
     sock.sendall(header + b"\x00" * 64)
-    data = wait_eof(h, sock)
+    data = h.read_until_closed(sock)
     sock.close()
     # The Close frame with the code, then the end of the connection.
     assert data == b"\x88" + bytes([len(data) - 2]) + struct.pack("!H", code) + data[4:]
@@ -406,7 +371,7 @@ def test_client_closes_and_half_closes_at_once(harness):
     sock, client = open_raw(h)
     sock.sendall(client_frame(Opcode.CLOSE, close_payload(4001, b"leaving")))
     sock.shutdown(socket.SHUT_WR)
-    data = wait_eof(h, sock)
+    data = h.read_until_closed(sock)
     sock.close()
     assert data == b"\x88\x02" + struct.pack("!H", 4001)  # the echo of the code, then the end
     assert (client.close_code, client.close_reason) == (4001, "leaving")
@@ -507,7 +472,7 @@ def test_an_exception_in_every_callback(harness):
 
     h.pump(drain)
     sock.sendall(client_frame(Opcode.CLOSE, close_payload(1000)))
-    assert wait_eof(h, sock).endswith(b"\x88\x02\x03\xe8")  # the rest, then the echoed Close
+    assert h.read_until_closed(sock).endswith(b"\x88\x02\x03\xe8")  # the rest, then the echoed Close
     h.pump(lambda: client.is_closed)
 
     # Fragments go to on_fragment for connections opened once it is set.

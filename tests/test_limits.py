@@ -39,20 +39,6 @@ DEFAULTS = {
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
-@pytest.fixture
-def harness(caplog):
-    made = []
-
-    def make(**options):
-        h = Harness(caplog, **options)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.stop()
-
-
 def test_defaults_are_the_documented_ones():
     parameters = inspect.signature(Server).parameters
     assert {name: parameters[name].default for name in DEFAULTS} == DEFAULTS
@@ -69,26 +55,9 @@ def test_the_readme_table_lists_every_limit():
 
 def raw_request(h: Harness, data: bytes) -> bytes:
     """Send ``data`` on a fresh connection; return everything the server answers before closing."""
-    sock = socket.create_connection(h.address)
-    sock.sendall(data)
-    sock.setblocking(False)
-    got = bytearray()
-    done = []
-
-    def read() -> bool:
-        try:
-            while chunk := sock.recv(65536):
-                got.extend(chunk)
-            done.append(True)
-        except BlockingIOError:
-            pass
-        except ConnectionResetError:
-            done.append(True)
-        return bool(done)
-
-    h.pump(read, what="the server's answer and close")
-    sock.close()
-    return bytes(got)
+    with socket.create_connection(h.address) as sock:
+        sock.sendall(data)
+        return h.read_until_closed(sock)
 
 
 def status_of(answer: bytes) -> int:
