@@ -4,11 +4,14 @@ a time) and read exactly what the server answered."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from conftest import DEADLINE
+from conftest import DEADLINE, run_client
+
+from wsserver import Server
 
 
 @dataclass
@@ -84,3 +87,22 @@ def is_closed_by_peer(sock: socket.socket) -> bool:
         return sock.recv(1) == b""
     except ConnectionResetError:
         return True
+
+
+def fetch(
+    server: Server, path: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request with ``http.client`` while this thread pumps ``server``:
+    (status, headers, body)."""
+    port = server.get_local_ip()[1]
+
+    def client() -> tuple[int, http.client.HTTPMessage, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            conn.close()
+
+    return run_client(server, client)

@@ -3,32 +3,16 @@ the SPA fallback, custom error pages and get_url, over http.client."""
 
 from __future__ import annotations
 
-import http.client
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_client
+from rawhttp import exchange, fetch
 
-from conftest import DEADLINE, run_client
-from rawhttp import exchange
 from wsserver import Server
 from wsserver.http import Request, Response
-
-
-def fetch(server: Server, path: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
-    port = server.get_local_ip()[1]
-
-    def client() -> tuple[int, http.client.HTTPMessage, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, response.headers, response.read()
-        finally:
-            conn.close()
-
-    return run_client(server, client)
 
 
 @pytest.mark.parametrize(

@@ -4,16 +4,17 @@ and curl: types, index files, validators and 304, byte ranges, HEAD, and a
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-import pytest
 
+import pytest
 from conftest import DEADLINE, run_client
+from rawhttp import fetch
+
 from wsserver import Server
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every byte value
@@ -35,21 +36,6 @@ def site(tmp_path: Path, server: Server) -> Path:
     (root / "docs" / "note.txt").write_text("a note\n")
     server.http_server.root = root
     return root
-
-
-def fetch(server: Server, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
-    port = server.get_local_ip()[1]
-
-    def client() -> tuple[int, http.client.HTTPMessage, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-        try:
-            conn.request(method, path, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, response.headers, response.read()
-        finally:
-            conn.close()
-
-    return run_client(server, client)
 
 
 @pytest.mark.parametrize(
