@@ -14,6 +14,7 @@ Wire format (text frames, JSON objects):
 
 from __future__ import annotations
 
+import argparse
 import collections
 import datetime
 import json
@@ -168,3 +169,13 @@ def _parse_line(data: str | bytes) -> tuple[str, str] | None:
     name = name.strip()[:MAX_NAME] if isinstance(name, str) else ""
     text = line["text"].strip()[:MAX_TEXT]
     return (name, text) if text else None
+
+
+def parse_command_line(description: str, argv: list[str] | None = None) -> tuple[str, int]:
+    """The host and port a demo window listens on, from its command line."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    parser.add_argument("--lan", action="store_true", help="bind 0.0.0.0 so other devices on the LAN can join")
+    args = parser.parse_args(argv)
+    return ("0.0.0.0" if args.lan else args.host), args.port

@@ -10,7 +10,6 @@ Quitting says goodbye (1001) to every browser.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from PySide6.QtCore import Qt
@@ -31,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 import wsserver
-from chatroom import ChatRoom, Member
+from chatroom import ChatRoom, Member, parse_command_line
 from wsserver.adapters import qt as qt_adapter
 
 LOG_LINES = 500
@@ -141,18 +140,14 @@ class QtChatWindow(QWidget):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    parser.add_argument("--lan", action="store_true", help="bind 0.0.0.0 so other devices on the LAN can join")
-    args = parser.parse_args(argv)
+    host, port = parse_command_line(__doc__.splitlines()[0], argv)
 
     app = QApplication(sys.argv[:1])
     window = QtChatWindow()
     try:
-        window.room.start("0.0.0.0" if args.lan else args.host, args.port)
+        window.room.start(host, port)
     except OSError as exc:
-        QMessageBox.critical(None, "wsserver chat", f"Cannot listen on port {args.port}: {exc}")
+        QMessageBox.critical(None, "wsserver chat", f"Cannot listen on port {port}: {exc}")
         return 1
     window.show_url(window.room.page_url())
     qt_adapter.attach(window.room.server)
