@@ -62,8 +62,9 @@ class Recorder:
     must hold whatever happened: on_client_closed ran exactly once for each
     client that on_open ran for, and for no other."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, echo: bool = False) -> None:
         self.server = server
+        self.echo = echo
         self.opened: list[Client] = []
         self.messages: list[tuple[Client, Any]] = []
         self.closes: list[tuple[Client, int, str]] = []
@@ -86,6 +87,8 @@ class Recorder:
     def _on_message(self, client: Client, message: Any) -> None:
         self._seen()
         self.messages.append((client, message))
+        if self.echo:
+            client.send(message.data)
 
     def _on_close(self, client: Client, code: int, reason: str) -> None:
         self._seen()
@@ -108,6 +111,19 @@ class Recorder:
         assert set(self.closed) == opened_ids, "on_client_closed did not run for exactly the opened clients"
         assert all(n == 1 for n in self.closed.values()), f"on_client_closed ran more than once: {self.closed}"
         assert self.server.client_count() == 0
+
+
+def count_polls(server: Server) -> list[float]:
+    """Record the time of every ``poll()`` made on ``server`` (patch before an adapter attaches)."""
+    calls: list[float] = []
+    original = server.poll
+
+    def poll(timeout: float = 0.0) -> bool:
+        calls.append(time.monotonic())
+        return original(timeout)
+
+    server.poll = poll  # type: ignore[method-assign]
+    return calls
 
 
 @pytest.fixture

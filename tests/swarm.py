@@ -339,14 +339,7 @@ class Harness:
 
         self.caplog = caplog
         self.server = Server(**options)
-        self.recorder = Recorder(self.server)
-        record = self.server.on_message
-
-        def echo(client: Any, message: Any) -> None:
-            record(client, message)
-            client.send(message.data)
-
-        self.server.on_message = echo
+        self.recorder = Recorder(self.server, echo=True)
         self.server.start("127.0.0.1", 0)
         host, self.port = self.server.get_local_ip()
         self.address = (host, self.port)

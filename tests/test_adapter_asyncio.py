@@ -10,7 +10,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from conftest import DEADLINE, Recorder
+from conftest import DEADLINE, Recorder, count_polls
 from guiclients import start_clients
 from wsserver import Server
 from wsserver.adapters import asyncio as asyncio_adapter
@@ -28,14 +28,7 @@ def started_server(**options: Any) -> Server:
 
 def test_echo_in_the_same_loop_as_the_clients() -> None:
     server = started_server()
-    recorder = Recorder(server)
-    recorded = server.on_message
-
-    def on_message(client: Any, message: Any) -> None:
-        recorded(client, message)
-        client.send(message.data)
-
-    server.on_message = on_message
+    recorder = Recorder(server, echo=True)
 
     async def talk(index: int) -> list[Any]:
         async with connect(server.get_url()) as ws:
@@ -91,14 +84,7 @@ def test_publish_and_stop_from_the_loop() -> None:
 def test_idle_means_no_polls() -> None:
     server = started_server(heartbeat_interval=None)
     recorder = Recorder(server)
-    polls: list[float] = []
-    original = server.poll
-
-    def poll(timeout: float = 0.0) -> bool:
-        polls.append(time.monotonic())
-        return original(timeout)
-
-    server.poll = poll  # type: ignore[method-assign]
+    polls = count_polls(server)
 
     async def main() -> int:
         handle = asyncio_adapter.attach(server)

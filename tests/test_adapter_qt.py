@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import DEADLINE, Recorder, Worker
+from conftest import DEADLINE, Recorder, Worker, count_polls
 from demoscenario import demo_scenario, load_demo
 from guiclients import ListeningClient, start_clients, wait_until
 from wsserver import Server
@@ -75,18 +75,6 @@ def run_loop_for(seconds: float) -> None:
     loop = QEventLoop()
     QTimer.singleShot(int(seconds * 1000), loop.quit)
     loop.exec()
-
-
-def count_polls(server: Server) -> list[float]:
-    calls: list[float] = []
-    original = server.poll
-
-    def poll(timeout: float = 0.0) -> bool:
-        calls.append(time.monotonic())
-        return original(timeout)
-
-    server.poll = poll  # type: ignore[method-assign]
-    return calls
 
 
 def _echo_once(url: str, text: str = "still here") -> str:

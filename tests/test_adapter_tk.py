@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import DEADLINE, Recorder, Worker
+from conftest import DEADLINE, Recorder, Worker, count_polls
 from demoscenario import demo_scenario, load_demo
 from guiclients import ListeningClient, start_clients, wait_until
 from wsserver import Server
@@ -81,33 +81,8 @@ def tk_until(root: Any, condition: Callable[[], Any], timeout: float = DEADLINE,
         root.after_cancel(ticker[0])
 
 
-def count_polls(server: Server) -> list[float]:
-    """Record the time of every ``poll()`` the adapter makes (patch before attach)."""
-    calls: list[float] = []
-    original = server.poll
-
-    def poll(timeout: float = 0.0) -> bool:
-        calls.append(time.monotonic())
-        return original(timeout)
-
-    server.poll = poll  # type: ignore[method-assign]
-    return calls
-
-
-def echo(server: Server) -> Recorder:
-    recorder = Recorder(server)
-    record = server.on_message
-
-    def on_message(client: Any, message: Any) -> None:
-        record(client, message)
-        client.send(message.data)
-
-    server.on_message = on_message
-    return recorder
-
-
 def test_echo_runs_every_callback_on_the_tk_thread(root: Any, server: Server) -> None:
-    recorder = echo(server)
+    recorder = Recorder(server, echo=True)
     log = tkinter.Listbox(root)
     log.pack()
     logged = server.on_message
@@ -219,7 +194,7 @@ def test_a_callback_that_closes_the_window_still_closes_clients_cleanly(root: An
 
 
 def test_destroying_a_child_widget_does_not_stop_the_server(root: Any, server: Server) -> None:
-    echo(server)
+    Recorder(server, echo=True)
     child = tkinter.Label(root, text="child")
     child.pack()
     tk_adapter.attach(server, root)
@@ -299,7 +274,7 @@ def test_protocol_deadlines_fire_without_traffic(root: Any) -> None:
 
 
 def test_timer_pumping_where_there_is_no_descriptor(root: Any, server: Server) -> None:
-    echo(server)
+    Recorder(server, echo=True)
     polls = count_polls(server)
     handle = tk_adapter.attach(server, root, use_fileno=False)
     assert handle.fd is None
