@@ -127,6 +127,22 @@ def count_polls(server: Server) -> list[float]:
 
 
 @pytest.fixture
+def make_server():
+    """Makes servers with the given options, started on loopback and shut down after the test."""
+    made: list[Server] = []
+
+    def make(**options: Any) -> Server:
+        srv = Server(**options)
+        srv.start("127.0.0.1", 0)
+        made.append(srv)
+        return srv
+
+    yield make
+    for srv in made:
+        srv.shutdown()
+
+
+@pytest.fixture
 def server() -> Server:
     srv = Server()
     srv.start("127.0.0.1", 0)

@@ -4,9 +4,11 @@ hand-built, masked client frames, and a bare socket handshake."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import struct
+from collections.abc import Iterator
 
 from wsserver.protocol.frames import apply_mask
 
@@ -45,6 +47,17 @@ def handshake_request(path: str = "/", host: str = "localhost", key: str | None 
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     ).encode()
+
+
+@contextlib.contextmanager
+def open_websocket(address: tuple, timeout: float = 10.0) -> Iterator[socket.socket]:
+    """A bare socket on which the opening handshake has succeeded."""
+    with socket.create_connection(address) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(handshake_request())
+        head = read_http_head(sock)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        yield sock
 
 
 def read_frame(sock: socket.socket) -> tuple[int, bool, bytes]:

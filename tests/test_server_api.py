@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 import wsserver
 from conftest import DEADLINE, Recorder, Worker, pump_until, run_client, ws_url
-from rawws import client_frame, handshake_request, read_frame, read_http_head
+from rawws import client_frame, handshake_request, open_websocket, read_frame
 from wsserver import Client, Message, Server
 from wsserver.protocol import Opcode
 
@@ -100,9 +100,8 @@ def test_ipv6_loopback() -> None:
         server.stop()
 
 
-def test_stop_closes_clients_with_1001_runs_hooks_and_frees_the_port() -> None:
-    server = Server()
-    server.start("127.0.0.1", 0)
+def test_stop_closes_clients_with_1001_runs_hooks_and_frees_the_port(make_server) -> None:
+    server = make_server()
     port = server.get_local_ip()[1]
     recorder = Recorder(server)
     order: list[str] = []
@@ -236,9 +235,7 @@ def test_send_data_with_rsv_bits_reaches_the_wire(server: Server) -> None:
     server.on_open = lambda client: client.send_data(b"x", rsv1=True, rsv3=True)
 
     def client() -> int:
-        with socket.create_connection(server.get_local_ip()) as sock:
-            sock.sendall(handshake_request())
-            assert b" 101 " in read_http_head(sock)
+        with open_websocket(server.get_local_ip()) as sock:
             sock.settimeout(DEADLINE)
             b0 = sock.recv(1)[0]
             return b0
@@ -414,10 +411,7 @@ def test_exception_in_a_callback_goes_to_on_error_and_the_connection_survives(se
 
 def test_protocol_error_goes_to_on_error_and_closes_with_its_code(server: Server, recorder: Recorder) -> None:
     def client() -> tuple:
-        with socket.create_connection(server.get_local_ip()) as sock:
-            sock.settimeout(DEADLINE)
-            sock.sendall(handshake_request())
-            assert b" 101 " in read_http_head(sock)
+        with open_websocket(server.get_local_ip()) as sock:
             sock.sendall(client_frame(Opcode.TEXT, b"\xff\xfe"))
             opcode, _, payload = read_frame(sock)
             rest = sock.recv(10)
@@ -435,10 +429,7 @@ def test_ping_is_answered_and_unsolicited_pong_accepted(server: Server) -> None:
     echo(server)
 
     def client() -> tuple:
-        with socket.create_connection(server.get_local_ip()) as sock:
-            sock.settimeout(DEADLINE)
-            sock.sendall(handshake_request())
-            read_http_head(sock)
+        with open_websocket(server.get_local_ip()) as sock:
             sock.sendall(client_frame(Opcode.PONG, b"client heartbeat") + client_frame(Opcode.PING, b"are you there"))
             pong = read_frame(sock)
             sock.sendall(client_frame(Opcode.TEXT, b"after"))
@@ -590,96 +581,75 @@ def test_translate_message_swallows_and_can_be_set_once(server: Server, recorder
 # -- heartbeat -------------------------------------------------------------
 
 
-def test_heartbeat_pings_idle_clients_with_its_data() -> None:
-    server = Server(heartbeat_interval=0.2, heartbeat_data="hb")
-    server.start("127.0.0.1", 0)
-    try:
-        def client() -> tuple:
-            with socket.create_connection(server.get_local_ip()) as sock:
-                sock.settimeout(DEADLINE)
-                sock.sendall(handshake_request())
-                read_http_head(sock)
-                first = read_frame(sock)
-                sock.sendall(client_frame(Opcode.PONG, first[2]))
-                return first, read_frame(sock)
+def test_heartbeat_pings_idle_clients_with_its_data(make_server) -> None:
+    server = make_server(heartbeat_interval=0.2, heartbeat_data="hb")
 
-        assert run_client(server, client) == ((Opcode.PING, True, b"hb"), (Opcode.PING, True, b"hb"))
-    finally:
-        server.stop()
+    def client() -> tuple:
+        with open_websocket(server.get_local_ip()) as sock:
+            first = read_frame(sock)
+            sock.sendall(client_frame(Opcode.PONG, first[2]))
+            return first, read_frame(sock)
+
+    assert run_client(server, client) == ((Opcode.PING, True, b"hb"), (Opcode.PING, True, b"hb"))
 
 
-def test_pong_heartbeat_type() -> None:
-    server = Server(heartbeat_interval=0.2, heartbeat_type=Opcode.PONG, heartbeat_timeout=0.2)
-    server.start("127.0.0.1", 0)
+def test_pong_heartbeat_type(make_server) -> None:
+    server = make_server(heartbeat_interval=0.2, heartbeat_type=Opcode.PONG, heartbeat_timeout=0.2)
     recorder = Recorder(server)
-    try:
-        def client() -> list:
-            with socket.create_connection(server.get_local_ip()) as sock:
-                sock.settimeout(DEADLINE)
-                sock.sendall(handshake_request())
-                read_http_head(sock)
-                # One-way pongs need no answer: the client stays connected.
-                return [read_frame(sock) for _ in range(3)]
 
-        assert run_client(server, client) == [(Opcode.PONG, True, b"")] * 3
-        assert recorder.errors == []
-    finally:
-        server.stop()
+    def client() -> list:
+        with open_websocket(server.get_local_ip()) as sock:
+            # One-way pongs need no answer: the client stays connected.
+            return [read_frame(sock) for _ in range(3)]
+
+    assert run_client(server, client) == [(Opcode.PONG, True, b"")] * 3
+    assert recorder.errors == []
 
 
-def test_heartbeat_timeout_closes_a_silent_client() -> None:
-    server = Server(heartbeat_interval=0.1, heartbeat_timeout=0.2)
-    server.start("127.0.0.1", 0)
+def test_heartbeat_timeout_closes_a_silent_client(make_server) -> None:
+    server = make_server(heartbeat_interval=0.1, heartbeat_timeout=0.2)
     recorder = Recorder(server)
-    try:
-        def client() -> list:
-            frames = []
-            with socket.create_connection(server.get_local_ip()) as sock:
-                sock.settimeout(DEADLINE)
-                sock.sendall(handshake_request())
-                read_http_head(sock)
-                try:
-                    while True:
-                        frames.append(read_frame(sock)[0])
-                except ConnectionError:
-                    return frames
 
-        frames = run_client(server, client)
-        assert frames[0] == Opcode.PING and frames[-1] == Opcode.CLOSE
-        pump_until(server, recorder.all_closed)
-        assert recorder.opened[0].close_code == 1011
-        assert isinstance(recorder.errors[0][1], TimeoutError)
-        recorder.check_invariants()
-    finally:
-        server.stop()
+    def client() -> list:
+        frames = []
+        with open_websocket(server.get_local_ip()) as sock:
+            try:
+                while True:
+                    frames.append(read_frame(sock)[0])
+            except ConnectionError:
+                return frames
+
+    frames = run_client(server, client)
+    assert frames[0] == Opcode.PING and frames[-1] == Opcode.CLOSE
+    pump_until(server, recorder.all_closed)
+    assert recorder.opened[0].close_code == 1011
+    assert isinstance(recorder.errors[0][1], TimeoutError)
+    recorder.check_invariants()
 
 
-def test_a_client_that_answers_pings_stays_connected() -> None:
-    server = Server(heartbeat_interval=0.05, heartbeat_timeout=0.5)
-    server.start("127.0.0.1", 0)
+def test_a_client_that_answers_pings_stays_connected(make_server) -> None:
+    server = make_server(heartbeat_interval=0.05, heartbeat_timeout=0.5)
     recorder = Recorder(server)
     echo(server)
     go = threading.Event()
-    try:
-        def client() -> str:
-            with connect(ws_url(server)) as ws:  # answers pings by itself
-                go.wait(DEADLINE)
-                ws.send("alive")
-                return ws.recv(timeout=DEADLINE)
 
-        worker = Worker(client)
-        worker.start()
-        pump_until(server, lambda: recorder.opened)
-        # Let the client idle across a dozen heartbeat intervals, more than
-        # the heartbeat timeout, before it speaks.
-        idle_until = server.reactor.time() + 0.6
-        pump_until(server, lambda: server.reactor.time() >= idle_until)
-        go.set()
-        pump_until(server, lambda: not worker.is_alive())
-        assert worker.outcome() == "alive"
-        assert recorder.errors == []
-    finally:
-        server.stop()
+    def client() -> str:
+        with connect(ws_url(server)) as ws:  # answers pings by itself
+            go.wait(DEADLINE)
+            ws.send("alive")
+            return ws.recv(timeout=DEADLINE)
+
+    worker = Worker(client)
+    worker.start()
+    pump_until(server, lambda: recorder.opened)
+    # Let the client idle across a dozen heartbeat intervals, more than
+    # the heartbeat timeout, before it speaks.
+    idle_until = server.reactor.time() + 0.6
+    pump_until(server, lambda: server.reactor.time() >= idle_until)
+    go.set()
+    pump_until(server, lambda: not worker.is_alive())
+    assert worker.outcome() == "alive"
+    assert recorder.errors == []
 
 
 def test_heartbeat_disabled_with_minus_one() -> None:
@@ -701,10 +671,7 @@ def test_stop_from_a_callback_runs_no_callback_afterwards(server: Server, record
     server.on_message = on_message
 
     def client() -> None:
-        with socket.create_connection(server.get_local_ip()) as sock:
-            sock.settimeout(DEADLINE)
-            sock.sendall(handshake_request())
-            read_http_head(sock)
+        with open_websocket(server.get_local_ip()) as sock:
             # Both messages arrive in one read: the second must not be
             # delivered once the first has stopped the server.
             sock.sendall(client_frame(Opcode.TEXT, b"stop") + client_frame(Opcode.TEXT, b"late"))
