@@ -437,6 +437,11 @@ class Peer:
     def is_open(self) -> bool:
         return self.ws is not None and self.ws.can_send and not self.stream.is_closing
 
+    @property
+    def backlogged(self) -> bool:
+        """Whether the client has ``write_limit`` bytes or more waiting for it."""
+        return self.stream.buffered_amount >= self.server.write_limit
+
     def _ws_received(self, data: bytes | memoryview) -> None:
         ws = self.ws
         client = self.client
@@ -464,7 +469,7 @@ class Peer:
             # The closing handshake is over (or the connection failed): the
             # server closes TCP first (RFC 6455 section 7.1.1).
             self._close_stream()
-        elif self.stream.buffered_amount >= server.write_limit:
+        elif self.backlogged:
             # A client that does not read what it is sent is not read either
             # until it catches up: its input makes output (pongs at least)
             # that no write_limit refusal would bound.
@@ -481,10 +486,9 @@ class Peer:
         """Queue WebSocket output. A client that this leaves at or over its
         ``write_limit`` has ``write_grace`` seconds to catch up (drain to its
         low-water mark, when ``on_drain`` runs) before it is closed."""
-        stream = self.stream
-        stream.write(*parts)
+        self.stream.write(*parts)
         grace = self.server.write_grace
-        if grace is not None and self._backlog_timer is None and stream.buffered_amount >= self.server.write_limit and self.is_open:
+        if grace is not None and self._backlog_timer is None and self.backlogged and self.is_open:
             self._backlog_timer = self.reactor.call_later(grace, self._backlog_timed_out)
 
     def _backlog_timed_out(self) -> None:

@@ -253,7 +253,7 @@ class Server:
             peer = client._peer
             if not peer.is_open:
                 continue
-            if peer.stream.buffered_amount >= self.write_limit:
+            if peer.backlogged:
                 delivered = False
                 continue
             peer.write_frames(*frame)
@@ -284,18 +284,23 @@ class Server:
     def close(self, client: Client | int, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake with ``code`` and ``reason``; the
         connection ends when the client answers or ``close_timeout`` passes."""
-        found = self.client(client) if isinstance(client, int) else client
+        found = self._resolve(client)
         if found is not None:
             found._peer.start_close(code, reason)
 
     def _open_peer(self, client: Client | int) -> Peer | None:
-        found = self.client(client) if isinstance(client, int) else client
+        """The connection of a client that may be sent to now, or None."""
+        found = self._resolve(client)
         if found is None:
             return None
         peer = found._peer
-        if not peer.is_open or peer.stream.buffered_amount >= self.write_limit:
+        if not peer.is_open or peer.backlogged:
             return None
         return peer
+
+    def _resolve(self, client: Client | int) -> Client | None:
+        """The :class:`Client` that a client or a client id stands for."""
+        return self.client(client) if isinstance(client, int) else client
 
     # -- queries ---------------------------------------------------------
 
@@ -312,11 +317,11 @@ class Server:
         return len(self._clients)
 
     def is_closed(self, client: Client | int) -> bool:
-        found = self.client(client) if isinstance(client, int) else client
+        found = self._resolve(client)
         return found is None or found.is_closed
 
     def is_connected(self, client: Client | int) -> bool:
-        found = self.client(client) if isinstance(client, int) else client
+        found = self._resolve(client)
         return found is not None and found.is_connected
 
     def get_local_ip(self) -> tuple[str, int] | None:
@@ -327,7 +332,7 @@ class Server:
         return host, port
 
     def get_remote_ip(self, client: Client | int) -> tuple[str, int] | None:
-        found = self.client(client) if isinstance(client, int) else client
+        found = self._resolve(client)
         return None if found is None else (found.remote_address[0], found.remote_address[1])
 
     def get_url(self, path: str = "", use_lan_ip: bool = False) -> str | None:

@@ -3,7 +3,7 @@ error pages, and the answers to them.
 
 :class:`HttpServer` turns a parsed :class:`~wsserver.http.request.Request`
 into a :class:`~wsserver.http.response.Response`. It does no socket I/O;
-the connection driver in :mod:`wsserver.server` reads requests and writes
+the connection driver in :mod:`wsserver.peer` reads requests and writes
 the answers (streaming file and event-stream bodies as the socket drains).
 """
 
