@@ -16,12 +16,19 @@ work left over after a budgeted ``poll()`` resumes from a zero-interval
 timer, behind the input and paint events already queued. Works with a
 ``QApplication`` or a bare ``QCoreApplication``. Install with the ``qt``
 extra (``pip install 'wsserver[qt]'``).
+
+:func:`attach` first checks that the PySide6 build keeps the interpreter's
+reference counts (see :func:`check_pyside`): PySide6 6.12.0 on Python 3.11
+and older aborts the process after a few thousand Qt calls.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import PySide6
 from PySide6.QtCore import QCoreApplication, QSocketNotifier, Qt, QTimer
 
 from ._pump import Pump, milliseconds
@@ -29,7 +36,50 @@ from ._pump import Pump, milliseconds
 if TYPE_CHECKING:
     from wsserver import Server
 
-__all__ = ["attach", "QtPump"]
+__all__ = ["attach", "check_pyside", "BrokenPySideError", "QtPump"]
+
+
+class BrokenPySideError(RuntimeError):
+    """The installed PySide6 corrupts the interpreter's reference counts."""
+
+
+# Calls of a Qt method that returns nothing, made by the self-test. A build
+# that loses a reference on each loses them all; the margin absorbs what
+# other threads may do to None's count meanwhile.
+_PROBE_CALLS = 64
+
+
+def _loses_none_references(call: Callable[[], object], calls: int = _PROBE_CALLS) -> bool:
+    """Whether ``calls`` calls of ``call`` leave None with fewer references
+    than before (at least half of one per call)."""
+    before = sys.getrefcount(None)
+    for _ in range(calls):
+        call()
+    return before - sys.getrefcount(None) >= calls // 2
+
+
+def check_pyside() -> None:
+    """Raise :class:`BrokenPySideError` if PySide6 drops references to None.
+
+    PySide6 6.12.0 returns None from every wrapped method that returns
+    nothing without counting the reference it hands out. Python 3.12 made
+    None immortal, so it does no harm there; on Python 3.10 and 3.11 each
+    call takes one reference away, and after a few thousand calls (a busy
+    server makes several per message) the interpreter aborts with "Fatal
+    Python error: none_dealloc", hours after start and with no hint of the
+    cause. The check costs a few dozen calls of ``QTimer.stop()``; it cannot
+    be compensated for from Python, since the application's own Qt calls
+    leak the same way.
+    """
+    if _loses_none_references(QTimer().stop):
+        python = ".".join(map(str, sys.version_info[:3]))
+        raise BrokenPySideError(
+            f"PySide6 {PySide6.__version__} on Python {python} loses a reference to None on every "
+            "call of a Qt method that returns nothing; the process would abort after a few thousand "
+            "calls (Fatal Python error: none_dealloc). Install another PySide6 "
+            "(pip install 'PySide6-Essentials!=6.12.0', which wsserver[qt] resolves) "
+            "or use Python 3.12 or newer."
+        )
 
 
 class QtPump(Pump):
@@ -116,10 +166,14 @@ def attach(
     ``exec()`` returns. ``use_fileno=False`` pumps on a timer, as where the
     reactor has no descriptor: every ``busy_interval`` seconds while traffic
     flows, every ``idle_interval`` seconds while it is quiet.
+
+    Raises :class:`BrokenPySideError` on a PySide6 build that would abort
+    the process later (see :func:`check_pyside`).
     """
     app = app or QCoreApplication.instance()
     if app is None:
         raise RuntimeError("create the QApplication (or QCoreApplication) before attaching a server")
+    check_pyside()
     pump = QtPump(
         server,
         app,

@@ -8,6 +8,7 @@ runs in a child process.
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -298,3 +299,196 @@ class QtDemoDriver:
 
 def test_the_qt_demo(app: Any, attach: Any) -> None:
     demo_scenario(QtDemoDriver(app, attach))
+
+
+
+# -- the self-test against PySide6 builds that corrupt reference counts -------
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12: nothing to lose")
+def test_the_probe_tells_a_call_that_loses_none_references() -> None:
+    import ctypes
+
+    def leaky() -> None:  # what PySide6 6.12.0 does on every call returning nothing
+        ctypes.pythonapi.Py_DecRef(ctypes.py_object(None))
+
+    def restore() -> None:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
+
+    try:
+        assert qt_adapter._loses_none_references(leaky)
+    finally:
+        for _ in range(qt_adapter._PROBE_CALLS):
+            restore()
+    assert not qt_adapter._loses_none_references(lambda: None)
+
+
+def test_the_installed_pyside_passes_the_self_test(app: Any) -> None:
+    qt_adapter.check_pyside()
+
+
+def test_attach_refuses_a_build_that_loses_none_references(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    import PySide6
+
+    monkeypatch.setattr(qt_adapter, "_loses_none_references", lambda call: True)
+    with pytest.raises(qt_adapter.BrokenPySideError) as refused:
+        qt_adapter.attach(server)
+    message = str(refused.value)
+    assert f"PySide6 {PySide6.__version__}" in message
+    assert "PySide6-Essentials!=6.12.0" in message and "Python 3.12" in message
+
+# -- sustained load: a PySide6 build that corrupts reference counts dies here --
+
+# Each child quits when a line arrives on its standard input.
+QUIT_ON_STDIN = textwrap.dedent(
+    """
+    import sys
+    from PySide6.QtCore import QSocketNotifier
+
+    def on_stdin_line(action):
+        global stdin_notifier
+        stdin_notifier = QSocketNotifier(sys.stdin.fileno(), QSocketNotifier.Type.Read)
+        stdin_notifier.activated.connect(action)
+    """
+)
+
+# A child process pumped by the adapter: it counts the adapter's slot calls
+# (descriptor, step timer, deadline timer), echoes every message, and answers
+# "slots?" with the count so far.
+ADAPTER_SOAK = QUIT_ON_STDIN + textwrap.dedent(
+    """
+    from PySide6.QtCore import QCoreApplication
+    import wsserver
+    from wsserver.adapters import qt
+
+    slot_calls = 0
+
+    def counted(method):
+        def slot(self, *args):
+            global slot_calls
+            slot_calls += 1
+            method(self)
+        return slot
+
+    for name in ("_on_readable", "_on_step_timer", "_on_deadline_timer"):
+        setattr(qt.QtPump, name, counted(getattr(qt.QtPump, name)))
+
+    def on_message(client, message):
+        if message.data == "slots?":
+            client.send(str(slot_calls))
+        else:
+            client.send(message.data)
+
+    app = QCoreApplication([])
+    server = wsserver.Server()
+    server.on_message = on_message
+    server.start("127.0.0.1", 0)
+    qt.attach(server)
+    on_stdin_line(app.quit)
+    print(server.get_url(), flush=True)
+    app.exec()
+    print("done", slot_calls, flush=True)
+    """
+)
+
+# The Qt demo window, on a free port, with its real widgets.
+DEMO_SOAK = QUIT_ON_STDIN + textwrap.dedent(
+    """
+    from PySide6.QtWidgets import QApplication
+    sys.path.insert(0, sys.argv[1])
+    import qt_demo
+    from wsserver.adapters import qt
+
+    app = QApplication([])
+    window = qt_demo.QtChatWindow()
+    window.room.start("127.0.0.1", 0)
+    qt.attach(window.room.server)
+    window.show()
+    on_stdin_line(window.close)  # the last window: the application quits
+    print(window.room.server.get_url("chat"), flush=True)
+    app.exec()
+    print("done", window.log.document().blockCount(), flush=True)
+    """
+)
+
+
+class QtChild:
+    """A Python child process that prints its WebSocket URL, then serves
+    until a line arrives on its standard input."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+
+    def finish(self) -> str:
+        """Ask the child to quit; return what it printed after its URL, and
+        fail if it did not exit cleanly."""
+        out, err = self.process.communicate("quit\n", timeout=DEADLINE)
+        assert self.process.returncode == 0, f"child exited with {self.process.returncode}:\n{err[-3000:]}"
+        return out
+
+    def kill(self) -> str:
+        if self.process.poll() is None:
+            self.process.kill()
+        _, err = self.process.communicate()
+        return err
+
+
+@pytest.mark.slow
+def test_the_adapter_survives_50000_slot_calls() -> None:
+    """Sequential echoes make at least two slot calls each (descriptor, then
+    step timer), and each slot calls Qt methods that return nothing."""
+    from websockets.sync.client import connect
+
+    target, deadline = 50_000, time.monotonic() + 90
+    child = QtChild(ADAPTER_SOAK)
+    try:
+        assert child.url.startswith("ws://127.0.0.1:"), child.kill()
+        slot_calls, n = 0, 0
+        with connect(child.url, open_timeout=DEADLINE) as ws:
+            while slot_calls < target:
+                assert time.monotonic() < deadline, f"only {slot_calls} slot calls after {n} echoes"
+                for _ in range(1000):
+                    n += 1
+                    ws.send(f"echo {n}")
+                    assert ws.recv(timeout=DEADLINE) == f"echo {n}"
+                ws.send("slots?")
+                slot_calls = int(ws.recv(timeout=DEADLINE))
+        assert child.finish().split()[0] == "done"
+    except BaseException:
+        print(child.kill())
+        raise
+
+
+@pytest.mark.slow
+def test_the_qt_demo_survives_5000_chat_round_trips() -> None:
+    """Every chat line goes through the window's widgets (client list, live log)."""
+    import json
+
+    from websockets.sync.client import connect
+
+    round_trips = 5_000
+    child = QtChild(DEMO_SOAK, str(pathlib.Path(__file__).resolve().parent.parent / "demo_gui"))
+    try:
+        assert child.url.startswith("ws://127.0.0.1:"), child.kill()
+        with connect(child.url, open_timeout=DEADLINE) as ws:
+            for n in range(round_trips):
+                ws.send(json.dumps({"name": "soak", "text": f"line {n}"}))
+                while True:  # the room also tells who joined
+                    line = json.loads(ws.recv(timeout=DEADLINE))
+                    if line["kind"] == "chat":
+                        break
+                assert (line["from"], line["text"]) == ("soak", f"line {n}")
+            # The log keeps its last 500 lines: it really drew them.
+            assert child.finish().split() == ["done", "500"]
+    except BaseException:
+        print(child.kill())
+        raise

@@ -285,6 +285,54 @@ def test_timer_pumping_where_there_is_no_descriptor(root: Any, server: Server) -
     assert polls, "the timer never polled"
 
 
+def _echo_rounds(url: str, start: int, count: int) -> None:
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=DEADLINE) as ws:
+        for n in range(start, start + count):
+            ws.send(str(n))
+            assert ws.recv(timeout=DEADLINE) == str(n)
+
+
+# Timer pumping waits busy_interval (2 ms) per echo: fewer rounds keep it short.
+@pytest.mark.parametrize(("use_fileno", "rounds"), [(True, 5000), (False, 1500)], ids=["descriptor", "timer-pumping"])
+@pytest.mark.slow
+def test_sustained_load_grows_nothing_per_event(root: Any, server: Server, use_fileno: bool, rounds: int) -> None:
+    """Thousands of poll steps leave the same Python objects, Tcl commands
+    and ``after`` timers behind as a few hundred did: nothing the adapter
+    makes per event (file handlers, after and after_idle callbacks) is kept."""
+    server.on_message = lambda client, message: client.send(message.data)
+    polls = count_polls(server)
+    handle = tk_adapter.attach(server, root, use_fileno=use_fileno)
+
+    def run(start: int, count: int) -> None:
+        worker = Worker(_echo_rounds, server.get_url(), start, count)
+        worker.start()
+        tk_until(root, lambda: not worker.is_alive(), timeout=60, what=f"{count} echoes")
+        worker.outcome()
+        tk_until(root, lambda: not server.reactor.has_pending_work() and server.client_count() == 0)
+
+    def census() -> tuple[int, int, int]:
+        gc.collect()
+        commands = len(root.tk.splitlist(root.tk.call("info", "commands")))
+        timers = len(root.tk.splitlist(root.tk.call("after", "info")))
+        return len(gc.get_objects()), commands, timers
+
+    run(0, 300)  # warm-up: caches, the first connection's one-off allocations
+    objects, commands, timers = census()
+    steps_before = len(polls)
+    run(300, rounds)
+    assert len(polls) - steps_before >= rounds, "each echo should take at least one poll step"
+    objects_after, commands_after, timers_after = census()
+    print(f"after {len(polls) - steps_before} steps: {objects_after - objects:+} objects, {commands_after - commands:+} Tcl commands, {timers} -> {timers_after} after timers")
+    assert commands_after == commands, "Tcl commands were left behind"
+    assert timers_after <= max(timers, 2), "after timers were left behind"
+    # A few hundred objects of slack for the interpreter's own caches; a
+    # leak per event would leave thousands.
+    assert objects_after - objects < 200, f"{objects_after - objects} more Python objects"
+    handle.detach()
+
+
 def test_detach_stops_pumping(root: Any, server: Server) -> None:
     polls = count_polls(server)
     handle = tk_adapter.attach(server, root)
