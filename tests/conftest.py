@@ -113,6 +113,12 @@ class Recorder:
         assert self.server.client_count() == 0
 
 
+def driver_of(client: Client) -> Any:
+    """The :class:`~wsserver.drivers.WebSocketDriver` behind a client, for
+    tests that look at its socket or its protocol state."""
+    return client._state
+
+
 def count_polls(server: Server) -> list[float]:
     """Record the time of every ``poll()`` made on ``server`` (patch before an adapter attaches)."""
     calls: list[float] = []

@@ -45,7 +45,7 @@ def demo_scenario(driver: DemoDriver) -> None:
     room.start("127.0.0.1", 0)
     driver.attach()
     closed: list[int] = []
-    room.server._on_client_closed = lambda client: closed.append(client.id)
+    room.server.add_listener("close", lambda client: closed.append(client.id))
 
     def fetch_page() -> tuple[int, str]:
         host, port = room.server.get_local_ip()

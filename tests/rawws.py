@@ -10,7 +10,15 @@ import socket
 import struct
 from collections.abc import Iterator
 
+from wsserver.protocol import Connection, Event
 from wsserver.protocol.frames import apply_mask
+
+
+def receive(connection: Connection, data: bytes | bytearray | memoryview) -> list[Event]:
+    """Feed ``data`` to a server-side :class:`Connection` and take every
+    event it completes, as a driver that handles them all at once would."""
+    connection.receive_data(data)
+    return list(connection.events())
 
 
 def client_frame(

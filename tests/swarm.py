@@ -390,7 +390,7 @@ class Harness:
             self.healthy.finish(self.pump)
         self.pump(self.recorder.all_closed, what="every opened client closed")
         self.recorder.check_invariants()
-        assert not self.server._peers, "TCP connections left over"
+        assert not self.server.connection_count(), "TCP connections left over"
         escaped = [r for r in self.caplog.records if r.name == "wsserver" and "unhandled error" in r.getMessage()]
         assert not escaped, [r.getMessage() for r in escaped]
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawws import client_frame, close_payload
+from rawws import client_frame, close_payload, receive
 from wsserver.protocol import (
     CloseReceived,
     Connection,
@@ -34,7 +34,7 @@ def sent_frames(conn: Connection) -> list[tuple[int, bytes]]:
 
 
 def feed(conn: Connection, *frames: bytes) -> list:
-    return conn.receive_data(b"".join(frames))
+    return receive(conn, b"".join(frames))
 
 
 def assert_failed(conn: Connection, events: list, code: int) -> None:
@@ -44,7 +44,7 @@ def assert_failed(conn: Connection, events: list, code: int) -> None:
     assert frames[-1][0] == Opcode.CLOSE
     assert parse_close_payload(frames[-1][1])[0] == code
     # A failed connection takes no more input.
-    assert conn.receive_data(client_frame(Opcode.TEXT, b"late")) == []
+    assert receive(conn, client_frame(Opcode.TEXT, b"late")) == []
 
 
 # -- messages ------------------------------------------------------------
@@ -120,9 +120,9 @@ def test_any_chunking_gives_the_same_events(messages: list[tuple[bool, bytes]], 
     conn = Connection()
     events, pos = [], 0
     for cut in cuts:
-        events += conn.receive_data(stream[pos : pos + cut])
+        events += receive(conn, stream[pos : pos + cut])
         pos += cut
-    events += conn.receive_data(stream[pos:])
+    events += receive(conn, stream[pos:])
     assert events == expected
 
 
@@ -131,7 +131,7 @@ def test_one_byte_at_a_time() -> None:
     conn = Connection()
     events = []
     for i in range(len(stream)):
-        events += conn.receive_data(stream[i : i + 1])
+        events += receive(conn, stream[i : i + 1])
     assert events == [Message(1, "añb€𝄞" * 50), Message(2, bytes(70000))]
 
 
@@ -165,7 +165,7 @@ def test_empty_close_is_answered_with_an_empty_close() -> None:
 
 def test_server_initiated_close_handshake() -> None:
     conn = Connection()
-    conn.close(1001, "going")
+    conn.send_close(1001, "going")
     assert conn.state is State.CLOSING and not conn.can_send
     assert sent_frames(conn) == [(Opcode.CLOSE, close_payload(1001, b"going"))]
     # Data still arriving before the peer's Close is delivered; pings are not answered.
@@ -173,7 +173,7 @@ def test_server_initiated_close_handshake() -> None:
     assert feed(conn, client_frame(Opcode.CLOSE, close_payload(1001))) == [CloseReceived(1001, "")]
     assert sent_frames(conn) == []  # no second Close frame
     assert conn.state is State.CLOSED
-    conn.close()  # closing twice is harmless
+    conn.send_close()  # closing twice is harmless
     assert sent_frames(conn) == []
 
 
@@ -236,7 +236,7 @@ def test_invalid_text_fails_fast_inside_a_fragment(bad: bytes) -> None:
     frame = client_frame(Opcode.CONTINUATION, b"more" + bad + b"x" * 1000, fin=False)
     # Deliver only up to the bad bytes: the rest of the frame has not arrived.
     header_size = 2 + 2 + 4
-    events = conn.receive_data(frame[: header_size + 4 + len(bad)])
+    events = receive(conn, frame[: header_size + 4 + len(bad)])
     assert_failed(conn, events, 1007)
 
 
@@ -246,7 +246,7 @@ def test_valid_text_split_everywhere_does_not_fail_early() -> None:
     frame = client_frame(Opcode.TEXT, text)
     events = []
     for i in range(len(frame)):
-        events += conn.receive_data(frame[i : i + 1])
+        events += receive(conn, frame[i : i + 1])
     assert events == [Message(1, text.decode())]
 
 
@@ -254,7 +254,7 @@ def test_message_over_the_limit_fails_with_1009_before_buffering() -> None:
     conn = Connection(max_message_size=1000)
     frame = client_frame(Opcode.BINARY, bytes(1001))
     # Only the header has arrived: the announced length alone fails it.
-    events = conn.receive_data(frame[:8])
+    events = receive(conn, frame[:8])
     assert_failed(conn, events, 1009)
 
 

@@ -21,6 +21,7 @@ from rawws import (
     read_frame,
     read_http_head,
 )
+from conftest import driver_of
 from swarm import Harness, HealthyClient, RawSockets, Swarm, raise_open_file_limit
 from websockets.exceptions import ConnectionClosedOK
 
@@ -61,7 +62,7 @@ def test_reset_mid_frame(harness):
     sock, client = open_raw(h)
     frame = client_frame(Opcode.BINARY, b"x" * 1000)
     sock.sendall(frame[:300])
-    h.pump(lambda: client._peer.ws._header is not None, what="frame half read")
+    h.pump(lambda: driver_of(client).ws._header is not None, what="frame half read")
     reset(sock)
     h.pump(lambda: client.is_closed)
     assert client.close_code == CloseCode.ABNORMAL
@@ -73,9 +74,9 @@ def test_reset_mid_handshake_owes_no_callbacks(harness):
     h = harness()
     sock = socket.create_connection(h.address)
     sock.sendall(handshake_request()[:40])
-    h.pump(lambda: len(h.server._peers) == 2)
+    h.pump(lambda: h.server.connection_count() == 2)
     reset(sock)
-    h.pump(lambda: len(h.server._peers) == 1)
+    h.pump(lambda: h.server.connection_count() == 1)
     h.finish()
     assert len(h.recorder.opened) == 1  # only the healthy client
 
@@ -156,7 +157,7 @@ def test_ping_flood_from_a_client_that_never_reads_is_bounded(harness):
     h = harness(write_limit=limit, write_grace=0.5, close_timeout=0.5)
     sock, client = open_raw(h)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client._peer.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    driver_of(client).stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     sock.setblocking(False)
     burst = b"".join(client_frame(Opcode.PING, b"p" * 125) for _ in range(500))
     most_held = 0
@@ -183,8 +184,9 @@ def test_ping_flood_from_a_client_that_never_reads_is_bounded(harness):
 
 
 def test_message_flood_from_a_client_that_never_reads_the_echoes_is_bounded(harness):
-    """The echoing application's send() is refused once the client is full,
-    and the server stops reading the client until it catches up."""
+    """Once the echoes pass the client's write limit, the server hands out
+    no more of its messages (and reads no more) until it catches up: the
+    backlog stays within one message of the limit, and the grace ends it."""
     limit = 32 * 1024
     h = harness(write_limit=limit, write_grace=0.5, close_timeout=0.5)
     sock, client = open_raw(h)
@@ -192,7 +194,7 @@ def test_message_flood_from_a_client_that_never_reads_the_echoes_is_bounded(harn
     # (Not a tiny receive buffer on the client as well: a client whose full
     # receive buffer drops the segments that carry the server's window
     # updates stalls its own sending, and would never flood at all.)
-    client._peer.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    driver_of(client).stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     sock.setblocking(False)
     message = client_frame(Opcode.BINARY, b"m" * 1000)
     burst = message * 100
@@ -317,19 +319,19 @@ def test_a_thousand_connections_that_never_handshake(harness):
             # SYN is dropped and retried a second later.
             socks += raw.connect(100, h.address)
             held = len(socks) + 1
-            h.pump(lambda held=held: len(h.server._peers) == held, what="connections accepted")
+            h.pump(lambda held=held: h.server.connection_count() == held, what="connections accepted")
         # Half of them start a request and never finish it (slowloris).
         for sock in socks[::2]:
             sock.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
         h.keeps_working(20)  # while the server holds all of them
-        assert len(h.server._peers) == count + 1
+        assert h.server.connection_count() == count + 1
 
         def all_dropped() -> bool:
             raw.read_all()
             return len(raw.eof) == count
 
         h.pump(all_dropped, what="every idle connection dropped")
-        assert len(h.server._peers) == 1
+        assert h.server.connection_count() == 1
         assert all(raw.received[s].startswith(b"HTTP/1.1 408 ") for s in socks[::2])
         assert all(raw.received[s] == b"" for s in socks[1::2])
         h.finish()
@@ -358,7 +360,7 @@ def test_client_resets_in_the_middle_of_its_close_frame(harness):
     h = harness()
     sock, client = open_raw(h)
     sock.sendall(client_frame(Opcode.CLOSE, close_payload(1000, b"bye"))[:8])
-    h.pump(lambda: client._peer.ws._header is not None)
+    h.pump(lambda: driver_of(client).ws._header is not None)
     reset(sock)
     h.pump(lambda: client.is_closed)
     assert client.close_code == CloseCode.ABNORMAL
@@ -421,12 +423,12 @@ def test_an_exception_in_every_callback(harness):
     server.on_message = raising("on_message", server.on_message)  # echoes, then raises
     server.on_close = raising("on_close", rec._on_close)
     server.on_client_closed = raising("on_client_closed", rec._on_client_closed)
-    server._on_client_closed = raising("_on_client_closed")
+    server.add_listener("close", raising("close listener"))
     server.on_drain = raising("on_drain")
     server.translate_message = raising("translate_message")
     server.on_error = raising("on_error", rec._on_error, when=not_the_healthy_client)
     server.before_stop = raising("before_stop")
-    server._before_stop = raising("_before_stop")
+    server.add_listener("stop", raising("stop listener"))
     server.http_server.route("/boom", handler=raising("route"))
 
     import http.client
@@ -458,7 +460,7 @@ def test_an_exception_in_every_callback(harness):
     assert read_frame(sock) == (Opcode.TEXT, True, b"hi")  # the echo went out before on_message raised
     # Fill its buffer past the low-water mark (the kernel's buffers first),
     # then let it drain: on_drain raises.
-    while client.buffered_amount <= client._peer.stream.low_water:
+    while client.buffered_amount <= driver_of(client).stream.low_water:
         assert client.send(b"z" * 65536)
     sock.setblocking(False)
 
@@ -491,7 +493,7 @@ def test_an_exception_in_every_callback(harness):
     assert not server.started
     every = {
         "route", "on_upgrade_to_websocket", "on_open", "translate_message", "on_message", "on_drain",
-        "on_close", "on_client_closed", "_on_client_closed", "on_fragment", "on_error", "before_stop", "_before_stop",
+        "on_close", "on_client_closed", "close listener", "on_fragment", "on_error", "before_stop", "stop listener",
     }
     assert every <= set(raised), every - set(raised)
     assert all(isinstance(e, Boom) for _, e in rec.errors)

@@ -15,7 +15,7 @@ import struct
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from rawws import client_frame
+from rawws import client_frame, receive
 from wsproto.frame_protocol import FrameProtocol, ParseFailed
 from wsproto.frame_protocol import Opcode as WsprotoOpcode
 
@@ -82,7 +82,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 def feed(connection: Connection, chunks: list[bytes]) -> list:
     events = []
     for chunk in chunks:
-        events += connection.receive_data(chunk)
+        events += receive(connection, chunk)
     return events
 
 
@@ -95,7 +95,7 @@ def check_outcome(connection: Connection, events: list) -> None:
         out = b"".join(connection.data_to_send())
         # The last thing queued is a Close frame with the failure's code.
         assert out[-(4 + len(failures[0].reason.encode())) :][:4] == b"\x88" + bytes([2 + len(failures[0].reason.encode())]) + struct.pack("!H", failures[0].code)
-        assert connection.receive_data(b"\x81\x80\x00\x00\x00\x00") == []
+        assert receive(connection, b"\x81\x80\x00\x00\x00\x00") == []
     for event in events:
         assert isinstance(event, (Message, Fragment, Ping, Pong, CloseReceived, Failure))
         if isinstance(event, Message):
@@ -107,7 +107,7 @@ def check_outcome(connection: Connection, events: list) -> None:
 @example(struct.pack("!BBQ", 0x82, 0xFF, 2**63) + b"abcd", [], None, False)
 def test_any_input_fails_cleanly_and_splits_do_not_matter(data, cuts, max_size, fragments):
     whole = Connection(max_size, deliver_fragments=fragments)
-    events = whole.receive_data(data)
+    events = receive(whole, data)
     check_outcome(whole, events)
     pieces = Connection(max_size, deliver_fragments=fragments)
     assert feed(pieces, split(data, cuts)) == events
@@ -148,7 +148,7 @@ def wsproto_messages(data: bytes) -> tuple[list, bool]:
 @given(st.lists(frames(), max_size=6).map(b"".join))
 def test_the_same_messages_as_wsproto(data):
     connection = Connection(None)
-    events = connection.receive_data(data)
+    events = receive(connection, data)
     ours = [e.data for e in events if isinstance(e, Message)]
     theirs, they_failed = wsproto_messages(data)
     we_failed = any(isinstance(e, Failure) for e in events)

@@ -13,7 +13,7 @@ import struct
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from rawws import client_frame
+from rawws import client_frame, receive
 
 from wsserver.protocol import Connection, Failure, Fragment, Message
 from wsserver.protocol.events import CloseReceived
@@ -65,7 +65,7 @@ def test_text_is_delivered_iff_it_is_valid_utf8(payload, fragment_cuts, read_cut
     connection = Connection(None, deliver_fragments=deliver_fragments)
     events = []
     for chunk in cut(wire, read_cuts):
-        events += connection.receive_data(chunk)
+        events += receive(connection, chunk)
     if valid_utf8(payload):
         assert not [e for e in events if isinstance(e, Failure)]
         if deliver_fragments:
@@ -89,7 +89,7 @@ def test_close_reason_is_accepted_iff_it_is_valid_utf8(reason, code, read_cuts):
     connection = Connection()
     events = []
     for chunk in cut(client_frame(8, struct.pack("!H", code) + reason), read_cuts):
-        events += connection.receive_data(chunk)
+        events += receive(connection, chunk)
     if valid_utf8(reason):
         assert events == [CloseReceived(code, reason.decode())]
     else:
@@ -116,5 +116,5 @@ def test_invalid_text_fails_as_soon_as_the_bad_byte_arrives(payload, read_cuts):
     connection = Connection(None)
     events = []
     for chunk in cut(frame[: header_size + len(seen)], read_cuts):
-        events += connection.receive_data(chunk)
+        events += receive(connection, chunk)
     assert events and isinstance(events[-1], Failure) and events[-1].code == 1007

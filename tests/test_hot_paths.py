@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import DEADLINE
-from rawws import client_frame
+from rawws import client_frame, receive
 from wsserver.protocol import Connection, Failure, Fragment, Message, Ping
 from wsserver.protocol.frames import _SMALL_MASK_LIMIT, Opcode, apply_mask, masked_copy
 from wsserver.reactor import Reactor, Stream
@@ -290,10 +290,10 @@ def test_chunk_splits_give_the_same_events_from_any_buffer_type(messages, cuts, 
             # The reactor's case: a view of a reused buffer that is
             # overwritten after the call.
             scratch = bytearray(piece)
-            got += conn.receive_data(memoryview(scratch))
+            got += receive(conn, memoryview(scratch))
             scratch[:] = bytes(len(scratch))
         else:
-            got += conn.receive_data(piece)
+            got += receive(conn, piece)
         pos += len(piece)
     assert events_of(got) == expected
 
@@ -304,14 +304,14 @@ def test_a_large_frame_in_reactor_sized_chunks_is_one_message_of_bytes() -> None
     conn = Connection(max_message_size=None)
     events = []
     for i in range(0, len(stream), 65537):
-        events += conn.receive_data(memoryview(stream)[i : i + 65537])
+        events += receive(conn, memoryview(stream)[i : i + 65537])
     assert events_of(events) == [(Opcode.BINARY, payload), (Opcode.TEXT, "é✓" * 1000)]
 
 
 def test_fragments_delivered_one_by_one_are_bytes() -> None:
     conn = Connection(max_message_size=None, deliver_fragments=True)
     big = bytes(range(256)) * 10
-    events = conn.receive_data(client_frame(Opcode.BINARY, big, fin=False) + client_frame(Opcode.CONTINUATION, b"end"))
+    events = receive(conn, client_frame(Opcode.BINARY, big, fin=False) + client_frame(Opcode.CONTINUATION, b"end"))
     assert [(type(e), e.data, e.fin) for e in events] == [(Fragment, big, False), (Fragment, b"end", True)]
     assert all(type(e.data) is bytes for e in events)
 
@@ -321,8 +321,8 @@ def test_an_incomplete_header_at_a_chunk_end_is_kept_for_the_next() -> None:
     conn = Connection(max_message_size=None)
     for cut in range(1, 14):
         conn = Connection(max_message_size=None)
-        assert conn.receive_data(memoryview(frame)[:cut]) == []
-        events = conn.receive_data(memoryview(frame)[cut:])
+        assert receive(conn, memoryview(frame)[:cut]) == []
+        events = receive(conn, memoryview(frame)[cut:])
         assert events_of(events) == [(Opcode.BINARY, b"x" * 70000)]
 
 
@@ -389,7 +389,7 @@ def test_text_fails_at_the_same_chunk_as_the_stdlib_decoder(pieces, cuts, fragme
             pos += len(chunk)
         inputs[0] = frame[: header_size + len(chunks[0])]
     conn = Connection(max_message_size=None)
-    failed_at = next((i for i, data in enumerate(inputs) if failures(conn.receive_data(data))), None)
+    failed_at = next((i for i, data in enumerate(inputs) if failures(receive(conn, data))), None)
     assert failed_at == expected
 
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import DEADLINE, Worker, pump_until, run_client
 from rawhttp import connect, exchange, is_closed_by_peer, read_response, request_bytes
 from wsserver import Server
-from wsserver import peer as peer_module
+from wsserver.drivers import HttpDriver
 from wsserver.http import Response
 
 
@@ -188,13 +188,13 @@ def test_an_idle_kept_alive_connection_is_closed_quietly() -> None:
 def test_headers_one_byte_at_a_time(routes: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each byte arrives in its own read and the request is still whole."""
     reads: list[int] = []
-    original = peer_module.Peer.data_received
+    original = HttpDriver.data_received
 
     def counting(peer: Any, data: memoryview) -> None:
         reads.append(len(data))
         original(peer, data)
 
-    monkeypatch.setattr(peer_module.Peer, "data_received", counting)
+    monkeypatch.setattr(HttpDriver, "data_received", counting)
     request = request_bytes("POST", "/echo", {"X-Slow": "yes"}, body=b"slowly")
     with connect(routes.get_local_ip()[1]) as sock:
         for i in range(len(request)):
@@ -238,13 +238,13 @@ def test_pipelining_during_an_endless_answer_is_not_read_without_bound(server: S
     streams: list[EventStream] = []
     server.http_server.route("/events", handler=lambda request: streams.append(EventStream()) or streams[-1])
     received: list[int] = []
-    original = peer_module.Peer.data_received
+    original = HttpDriver.data_received
 
     def counting(peer: Any, data: memoryview) -> None:
         received.append(len(data))
         original(peer, data)
 
-    monkeypatch.setattr(peer_module.Peer, "data_received", counting)
+    monkeypatch.setattr(HttpDriver, "data_received", counting)
     flood = request_bytes("GET", "/hello") * 4096
     with connect(server.get_local_ip()[1]) as sock:
         sock.sendall(request_bytes("GET", "/events"))

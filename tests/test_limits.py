@@ -170,7 +170,7 @@ def test_keepalive_timeout_closes_an_idle_http_connection(harness):
 
     started = h.server.reactor.time()
     assert run_client(h.server, get) == (200, b"ok")
-    h.pump(lambda: len(h.server._peers) == 1, what="idle keep-alive connection closed")
+    h.pump(lambda: h.server.connection_count() == 1, what="idle keep-alive connection closed")
     # Its own timeout, well before the 5 s handshake_timeout.
     assert 0.3 <= h.server.reactor.time() - started < 2.0
     conn.close()
@@ -180,12 +180,12 @@ def test_keepalive_timeout_closes_an_idle_http_connection(harness):
 def test_max_connections_answers_503_and_keeps_serving(harness):
     h = harness(max_connections=5)  # the healthy WebSocket client holds one
     held = [socket.create_connection(h.address) for _ in range(4)]
-    h.pump(lambda: len(h.server._peers) == 5)
+    h.pump(lambda: h.server.connection_count() == 5)
     answer = raw_request(h, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status_of(answer) == 503 and b"Retry-After: 1\r\n" in answer
     h.keeps_working()
     held.pop().close()
-    h.pump(lambda: len(h.server._peers) == 4)
+    h.pump(lambda: h.server.connection_count() == 4)
     assert status_of(raw_request(h, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 404  # served again
     for sock in held:
         sock.close()

@@ -106,7 +106,7 @@ def test_stop_closes_clients_with_1001_runs_hooks_and_frees_the_port(make_server
     recorder = Recorder(server)
     order: list[str] = []
     server.before_stop = lambda: order.append("before_stop")
-    server._before_stop = lambda: order.append("_before_stop")
+    server.add_listener("stop", lambda: order.append("stop listener"))
     connected = threading.Barrier(4)
     results: list[int | None] = []
 
@@ -124,7 +124,7 @@ def test_stop_closes_clients_with_1001_runs_hooks_and_frees_the_port(make_server
     pump_until(server, lambda: len(recorder.opened) == 3 and connected.n_waiting == 3)
     connected.wait(DEADLINE)
     server.stop()
-    assert order == ["before_stop", "_before_stop"]
+    assert order == ["before_stop", "stop listener"]
     recorder.check_invariants()
     for w in workers:
         w.join(DEADLINE)
@@ -268,7 +268,7 @@ def test_server_close_with_code_and_reason(server: Server, recorder: Recorder) -
 def test_client_close_runs_on_close_then_on_client_closed_once(server: Server, recorder: Recorder) -> None:
     order: list[str] = []
     server.on_close = lambda c, code, reason: order.append(f"close {code} {reason}")
-    server._on_client_closed = lambda c: order.append("_closed")
+    server.add_listener("close", lambda c: order.append("close listener"))
     server.on_client_closed = lambda c: order.append("closed")
 
     def client() -> None:
@@ -277,7 +277,7 @@ def test_client_close_runs_on_close_then_on_client_closed_once(server: Server, r
 
     run_client(server, client)
     pump_until(server, lambda: "closed" in order)
-    assert order == ["close 4321 bye", "_closed", "closed"]
+    assert order == ["close 4321 bye", "close listener", "closed"]
 
 
 def test_client_count_is_connected_and_client_lookup(server: Server) -> None:
@@ -691,3 +691,47 @@ def test_shutdown_releases_the_reactor() -> None:
     with pytest.raises(RuntimeError):
         server.start("127.0.0.1", 0)
     server.shutdown()  # twice is harmless
+
+
+def test_lifecycle_listeners_follow_every_client_beside_the_callbacks(make_server) -> None:
+    server = make_server()
+    order: list[str] = []
+    server.on_open = lambda c: order.append("on_open")
+    server.on_client_closed = lambda c: order.append("on_client_closed")
+    server.before_stop = lambda: order.append("before_stop")
+    for n in (1, 2):
+        server.add_listener("open", lambda c, n=n: order.append(f"open {n} #{c.id}"))
+        server.add_listener("close", lambda c, n=n: order.append(f"close {n} #{c.id}"))
+        server.add_listener("stop", lambda n=n: order.append(f"stop {n}"))
+    removed = lambda c: order.append("removed")  # noqa: E731
+    server.add_listener("open", removed)
+    server.remove_listener("open", removed)
+    server.remove_listener("open", removed)  # not listening any more: nothing happens
+    with pytest.raises(ValueError):
+        server.add_listener("opened", removed)  # type: ignore[arg-type]
+
+    def client() -> None:
+        with connect(ws_url(server)) as ws:
+            ws.send("hi")
+
+    run_client(server, client)
+    pump_until(server, lambda: "on_client_closed" in order)
+    server.stop()
+    assert order == ["open 1 #1", "open 2 #1", "on_open", "close 1 #1", "close 2 #1", "on_client_closed", "before_stop", "stop 1", "stop 2"]
+
+
+def test_the_old_extension_hooks_still_work_with_a_warning(server: Server) -> None:
+    closed: list[int] = []
+    stopped: list[bool] = []
+    with pytest.warns(DeprecationWarning, match="add_listener\\('close'"):
+        server._on_client_closed = lambda c: closed.append(c.id)
+    with pytest.warns(DeprecationWarning, match="add_listener\\('stop'"):
+        server._before_stop = lambda: stopped.append(True)
+    def client() -> None:
+        with connect(ws_url(server)):
+            pass
+
+    run_client(server, client)
+    pump_until(server, lambda: closed == [1])
+    server.stop()
+    assert stopped == [True]

@@ -70,7 +70,7 @@ def test_a_closed_connection_is_released_at_once_beside_a_long_lived_one():
         swarm.call(swarm.open, 200, *server.get_local_ip())
         pump(lambda: sum(c.opened for c in swarm.clients) == 200)
         swarm.call(lambda: [swarm.close(c) for c in swarm.clients])
-        pump(lambda: len(gone) == 200 and len(server._peers) == 1)
+        pump(lambda: len(gone) == 200 and server.connection_count() == 1)
     finally:
         swarm.stop()
     wait_round_trips(resident, pump)

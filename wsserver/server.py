@@ -1,39 +1,48 @@
 """The :class:`Server`: aardio's ``web.socket.server`` API for Python.
 
 It wires the reactor (sockets, timers), the HTTP server and the WebSocket
-protocol (through one :class:`~wsserver.peer.Peer` per connection) to the
-application's callbacks. Every call into application code is guarded: an
-exception raised by a callback goes to ``on_error`` (or the ``wsserver``
-logger) and never escapes :meth:`Server.poll` into the GUI loop.
+protocol (through the drivers in :mod:`wsserver.drivers`, one per
+connection, which see the server only through a
+:class:`~wsserver.context.ServerContext`) to the application's callbacks.
+Every call into application code is guarded: an exception raised by a
+callback goes to ``on_error`` (or the ``wsserver`` logger) and never escapes
+:meth:`Server.poll` into the GUI loop.
+
+**One thread.** Every method but :meth:`Server.call_soon_threadsafe` must be
+called on the thread that polls the server; the sending methods, ``close``
+and ``stop`` raise ``RuntimeError`` on any other (see
+:meth:`Server.call_soon_threadsafe`).
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import os
 import socket
+import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .http.request import Request, RequestParser
+from .client import Client, UpgradeResponse
+from .context import LifecycleEvent, ServerContext
+from .drivers import HttpDriver, WebSocketDriver
+from .http.request import Request
 from .http.response import render_head
 from .http.server import HttpServer
-from .peer import Client, Data, Peer, Phase, UpgradeResponse, as_payload, encode_message
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     CloseCode,
+    Data,
     Fragment,
     Message,
     Opcode,
-    ProtocolError,
-    encode_frame,
+    as_bytes,
+    check_frame,
+    prepare_message,
 )
 from .reactor import Reactor, Stream
 
 __all__ = ["Server", "Client", "UpgradeResponse"]
-
-logger = logging.getLogger("wsserver")
 
 class _TranslateHook:
     """The ``translate_message`` attribute: it may be set once, then never replaced."""
@@ -68,11 +77,16 @@ class Server:
         the last bytes to drain, before dropping the connection.
     :param max_connections: most TCP connections at once (HTTP and
         WebSocket); beyond it new ones get 503.
-    :param write_limit: bytes of unsent output per client beyond which
-        :meth:`send` refuses more.
-    :param write_grace: seconds a client that reached its ``write_limit``
-        has to drain to its low-water mark (where ``on_drain`` runs) before
-        it is closed with 1008; None never closes it.
+    :param write_limit: the high-water mark of a client's unsent output.
+        Going over it refuses nothing: the client stops being ``writable``,
+        is not read until it catches up, and has ``write_grace`` to drain.
+    :param write_grace: seconds a client over its ``write_limit`` has to
+        drain to its low-water mark (where ``on_drain`` runs) before it is
+        closed with 1008; None never closes it for being slow.
+    :param max_write_buffer: the hard cap on one client's unsent output; a
+        message that would take it past the cap closes the client with 1008
+        instead of being queued. Default: ``write_limit`` plus
+        ``max_message_size`` (16 MiB when that is None).
     :param heartbeat_interval: seconds of silence from a client before a
         heartbeat frame is sent to it; None or -1 disables.
     :param heartbeat_timeout: seconds a client may stay silent after a
@@ -102,6 +116,7 @@ class Server:
         max_connections: int = 1024,
         write_limit: int = 4 * 1024 * 1024,
         write_grace: float | None = 10.0,
+        max_write_buffer: int | None = None,
         heartbeat_interval: float | None = 20.0,
         heartbeat_timeout: float | None = 20.0,
         heartbeat_type: int = Opcode.PING,
@@ -123,6 +138,7 @@ class Server:
         self.max_connections = max_connections
         self.write_limit = write_limit
         self.write_grace = write_grace
+        self.max_write_buffer = max_write_buffer
         self.heartbeat_interval = None if heartbeat_interval is not None and heartbeat_interval < 0 else heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.heartbeat_type = heartbeat_type
@@ -134,20 +150,18 @@ class Server:
         self.on_fragment: Callable[[Client, Fragment], Any] | None = None
         self.on_close: Callable[[Client, int, str], Any] | None = None
         self.on_client_closed: Callable[[Client], Any] | None = None
-        self._on_client_closed: Callable[[Client], Any] | None = None
         self.on_error: Callable[[Client | None, BaseException], Any] | None = None
         self.on_drain: Callable[[Client], Any] | None = None
         self.on_upgrade_to_websocket: Callable[[Client, Request, UpgradeResponse, list[str], str | None], Any] | None = None
         self.before_stop: Callable[[], Any] | None = None
-        self._before_stop: Callable[[], Any] | None = None
 
         self.reactor = Reactor(budget=poll_budget)
-        self.http_server = HttpServer(self, root)
+        self._context = ServerContext(self, self.reactor)
+        self.http_server = HttpServer(self._context, root)
         self._listener: Any = None
-        self._peers: set[Peer] = set()
-        self._clients: dict[int, Client] = {}
-        self._client_ids = itertools.count(1)
-        self._stopping = False
+        self._deprecated_hooks: dict[str, Callable[..., Any] | None] = {}
+        # The thread that polls; None until the first start() or poll().
+        self._owner: int | None = None
 
     # -- life cycle ------------------------------------------------------
 
@@ -161,6 +175,7 @@ class Server:
             raise RuntimeError("server already started")
         if self.reactor.closed:
             raise RuntimeError("server was shut down")
+        self._owner = threading.get_ident()
         self._listener = self.reactor.listen(host, port, self._accept, backlog)
 
     @property
@@ -170,34 +185,33 @@ class Server:
     def stop(self, timeout: float = 1.0) -> None:
         """Stop listening and close every connection.
 
-        Runs ``before_stop`` (then the extension hook ``_before_stop``),
-        sends every WebSocket client a 1001 Close frame, and waits up to
-        ``timeout`` seconds for the frames to be flushed and the closing
-        handshakes to finish; connections still open then are dropped.
+        Runs ``before_stop``, then the ``"stop"`` listeners, sends every
+        WebSocket client a 1001 Close frame, and waits up to ``timeout``
+        seconds for the frames to be flushed and the closing handshakes to
+        finish; connections still open then are dropped.
         ``on_client_closed`` has run for every client when this returns, and
         ``start()`` can listen on the same port again.
         """
-        if self._listener is None or self._stopping:
+        if self._listener is None or self._context.stopping:
             return
-        self._stopping = True
+        self._check_thread("stop")
+        context = self._context
+        context.stopping = True
         try:
-            self._invoke(self.before_stop, None)
-            self._invoke(self._before_stop, None)
+            context.invoke(self.before_stop, None)
+            context.notify("stop")
             self._listener.close()
-            for peer in list(self._peers):
-                if peer.phase is Phase.WEBSOCKET:
-                    peer.start_close(CloseCode.GOING_AWAY, "server stopping")
-                else:
-                    peer.stop_http()
+            for driver in list(context.connections):
+                driver.shutdown()
             reactor = self.reactor
             deadline = reactor.time() + timeout
-            while self._peers and reactor.time() < deadline:
+            while context.connections and reactor.time() < deadline:
                 reactor.poll(min(0.05, max(0.0, deadline - reactor.time())))
-            for peer in list(self._peers):
-                peer.stream.abort(TimeoutError("server stopped"))
+            for driver in list(context.connections):
+                driver.stream.abort(TimeoutError("server stopped"))
         finally:
             self._listener = None
-            self._stopping = False
+            context.stopping = False
             self.reactor.stop()
 
     def shutdown(self) -> None:
@@ -206,14 +220,67 @@ class Server:
         self.stop()
         self.reactor.close()
 
+    # -- extensions --------------------------------------------------------
+
+    def add_listener(self, event: LifecycleEvent, callback: Callable[..., Any]) -> None:
+        """Call ``callback`` on a lifecycle ``event``, beside the
+        application's own callbacks; for extensions (a JSON-RPC layer, a
+        session store) that must follow clients without taking over
+        ``on_open`` or ``on_client_closed``. Any number may listen.
+
+        * ``"open"``: ``callback(client)`` after the upgrade, before ``on_open``;
+        * ``"close"``: ``callback(client)`` once per opened client, before
+          ``on_client_closed``;
+        * ``"stop"``: ``callback()`` when :meth:`stop` begins, after
+          ``before_stop`` and before any client is closed.
+
+        Listeners run in the order they were added; an exception goes to
+        ``on_error``.
+        """
+        self._context.add_listener(event, callback)
+
+    def remove_listener(self, event: LifecycleEvent, callback: Callable[..., Any]) -> None:
+        """Stop calling ``callback`` on ``event`` (nothing happens if it was not listening)."""
+        self._context.remove_listener(event, callback)
+
+    def _deprecated_hook(self, name: str, event: LifecycleEvent, hook: Callable[..., Any] | None) -> None:
+        warnings.warn(f"Server.{name} is deprecated; use server.add_listener({event!r}, callback)", DeprecationWarning, stacklevel=3)
+        old = self._deprecated_hooks.get(name)
+        if old is not None:
+            self.remove_listener(event, old)
+        self._deprecated_hooks[name] = hook
+        if hook is not None:
+            self.add_listener(event, hook)
+
+    @property
+    def _on_client_closed(self) -> Callable[[Client], Any] | None:
+        """Deprecated: ``add_listener("close", callback)``."""
+        return self._deprecated_hooks.get("_on_client_closed")
+
+    @_on_client_closed.setter
+    def _on_client_closed(self, hook: Callable[[Client], Any] | None) -> None:
+        self._deprecated_hook("_on_client_closed", "close", hook)
+
+    @property
+    def _before_stop(self) -> Callable[[], Any] | None:
+        """Deprecated: ``add_listener("stop", callback)``."""
+        return self._deprecated_hooks.get("_before_stop")
+
+    @_before_stop.setter
+    def _before_stop(self, hook: Callable[[], Any] | None) -> None:
+        self._deprecated_hook("_before_stop", "stop", hook)
+
     # -- pumping ---------------------------------------------------------
 
     def poll(self, timeout: float = 0.0) -> bool:
-        """Do the ready network work and due timers; see :meth:`Reactor.poll`."""
+        """Do the ready network work and due timers; see :meth:`Reactor.poll`.
+        The thread that polls is the one the server belongs to."""
+        self._owner = threading.get_ident()
         return self.reactor.poll(timeout)
 
     def serve_forever(self) -> None:
         """Poll until :meth:`stop` (for programs without a GUI loop)."""
+        self._owner = threading.get_ident()
         self.reactor.serve_forever()
 
     def fileno(self) -> int | None:
@@ -224,39 +291,51 @@ class Server:
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run ``callback(*args)`` on the polling thread soon. The one method
-        that is safe to call from any thread."""
+        that is safe to call from any thread: a worker thread sends with
+        ``server.call_soon_threadsafe(server.publish, data)``."""
         self.reactor.call_soon_threadsafe(callback, *args)
+
+    def _check_thread(self, method: str) -> None:
+        """Refuse a call from a thread other than the polling one: the write
+        buffers and timers are not locked, so it would race with ``poll()``.
+        (A check costs one ``get_ident()``; handing every call over instead
+        would hide the mistake and make ``send()``'s answer unknowable.)"""
+        owner = self._owner
+        if owner is not None and owner != threading.get_ident():
+            raise RuntimeError(
+                f"Server.{method}() called from a thread that does not poll the server; "
+                f"hand the call over with server.call_soon_threadsafe(server.{method}, ...)"
+            )
 
     # -- sending ---------------------------------------------------------
 
     def send(self, client: Client | int, data: Data) -> bool:
         """Send ``data`` to one client: ``str`` as text, bytes-like as binary.
 
-        False if the client is not connected or already has ``write_limit``
-        bytes waiting (nothing is queued then).
+        True when the message is queued: it is delivered in order, or the
+        connection ends with a Close code that says why. False only when
+        nothing was queued because the client is closing or closed
+        (including a client closed now, with 1008, because the message would
+        take its unsent output past ``max_write_buffer``). Pace big senders
+        with ``client.writable``, ``client.buffered_amount`` and ``on_drain``.
         """
-        peer = self._open_peer(client)
-        if peer is None:
-            return False
-        peer.write_frames(*encode_message(data))
-        return True
+        self._check_thread("send")
+        driver = self._driver(client)
+        return driver is not None and driver.send_prepared(prepare_message(data))
 
     def publish(self, data: Data) -> bool:
-        """Send ``data`` to every connected client; the frame is encoded once.
+        """Send ``data`` to every connected client; the frame is encoded once
+        and its bytes shared.
 
-        True if every client took it; clients over their ``write_limit`` are
-        skipped.
+        True when every client that was open took it (see :meth:`send`: a
+        client is never skipped while it stays open).
         """
-        frame = encode_message(data)
+        self._check_thread("publish")
+        message = prepare_message(data)
         delivered = True
-        for client in list(self._clients.values()):
-            peer = client._peer
-            if not peer.is_open:
-                continue
-            if peer.backlogged:
-                delivered = False
-                continue
-            peer.write_frames(*frame)
+        for driver in list(self._context.websockets.values()):
+            if driver.is_open:
+                delivered = driver.send_prepared(message) and delivered
         return delivered
 
     def send_data(
@@ -269,34 +348,35 @@ class Server:
         rsv2: bool = False,
         rsv3: bool = False,
     ) -> bool:
-        """Send one raw frame with explicit opcode, FIN and RSV bits."""
-        if not 0 <= opcode <= 0xF:
-            raise ValueError("opcode is 0 to 15")
-        payload = as_payload(data)
-        if opcode >= 0x8 and (not fin or len(payload) > 125):
-            raise ValueError("control frames are final and carry at most 125 bytes")
-        peer = self._open_peer(client)
-        if peer is None:
-            return False
-        peer.write_frames(*encode_frame(opcode, payload, fin, rsv1, rsv2, rsv3))
-        return True
+        """Send one raw frame with explicit opcode, FIN and RSV bits.
+
+        The protocol still follows it: a Close frame starts the closing
+        handshake; ``fin=False`` starts a fragmented message that
+        continuation frames (opcode 0) finish, and messages sent meanwhile
+        wait behind it. Raises ``ValueError`` for a reserved opcode or a
+        control frame that is not final or over 125 bytes, and
+        :class:`~wsserver.protocol.InvalidState` for a continuation with
+        nothing to continue. Returns as :meth:`send`.
+        """
+        self._check_thread("send_data")
+        payload = as_bytes(data)
+        check_frame(opcode, len(payload), fin)
+        driver = self._driver(client)
+        return driver is not None and driver.send_frame(opcode, payload, fin, rsv1, rsv2, rsv3)
 
     def close(self, client: Client | int, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake with ``code`` and ``reason``; the
-        connection ends when the client answers or ``close_timeout`` passes."""
-        found = self._resolve(client)
-        if found is not None:
-            found._peer.start_close(code, reason)
+        connection ends when the client answers or ``close_timeout`` passes.
+        What was sent to it before is delivered first."""
+        self._check_thread("close")
+        driver = self._driver(client)
+        if driver is not None:
+            driver.start_close(code, reason)
 
-    def _open_peer(self, client: Client | int) -> Peer | None:
-        """The connection of a client that may be sent to now, or None."""
-        found = self._resolve(client)
-        if found is None:
-            return None
-        peer = found._peer
-        if not peer.is_open or peer.backlogged:
-            return None
-        return peer
+    def _driver(self, client: Client | int) -> WebSocketDriver | None:
+        """The driver of an upgraded client (or client id), or None."""
+        client_id = client if isinstance(client, int) else client.id
+        return self._context.websockets.get(client_id)
 
     def _resolve(self, client: Client | int) -> Client | None:
         """The :class:`Client` that a client or a client id stands for."""
@@ -306,15 +386,24 @@ class Server:
 
     def client(self, client_id: int) -> Client | None:
         """The :class:`Client` with that id, while it is connected or connecting."""
-        return self._clients.get(client_id)
+        return self._context.clients.get(client_id)
 
     def clients(self) -> list[Client]:
         """Every WebSocket client now (connecting and closing ones included)."""
-        return list(self._clients.values())
+        return list(self._context.clients.values())
 
     def client_count(self) -> int:
         """WebSocket clients from their upgrade request until closed."""
-        return len(self._clients)
+        return len(self._context.clients)
+
+    def connection_count(self) -> int:
+        """Every open TCP connection: HTTP, upgrading and WebSocket."""
+        return len(self._context.connections)
+
+    @property
+    def stopping(self) -> bool:
+        """True while :meth:`stop` runs (from ``before_stop`` until it returns)."""
+        return self._context.stopping
 
     def is_closed(self, client: Client | int) -> bool:
         found = self._resolve(client)
@@ -338,68 +427,20 @@ class Server:
     def get_url(self, path: str = "", use_lan_ip: bool = False) -> str | None:
         """The ``ws://host:port/path`` URL, or None if not started. A wildcard
         bind shows as ``localhost``, or as the LAN address with ``use_lan_ip``."""
-        return self._url("ws", path, use_lan_ip)
+        return self._context.url("ws", path, use_lan_ip)
 
-    def _url(self, scheme: str, path: str, use_lan_ip: bool) -> str | None:
-        local = self.get_local_ip()
-        if local is None:
-            return None
-        host, port = local
-        if host in ("0.0.0.0", "::"):
-            host = _lan_address(socket.AF_INET6 if host == "::" else socket.AF_INET) if use_lan_ip else "localhost"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{port}/{path.lstrip('/')}"
+    def report_error(self, client: Client | None, exc: BaseException) -> None:
+        """Hand ``exc`` to ``on_error`` (or log it), as the server does with
+        an exception raised by a callback; for extensions."""
+        self._context.report_error(client, exc)
 
     # -- internals -------------------------------------------------------
 
     def _accept(self, sock: socket.socket, address: Any) -> None:
-        if len(self._peers) >= self.max_connections or self._stopping:
+        context = self._context
+        if len(context.connections) >= self.max_connections or context.stopping:
             refusal = Stream(self.reactor, sock)
             refusal.write(render_head(503, [("Content-Length", "0"), ("Connection", "close"), ("Retry-After", "1")]))
             refusal.close()
             return
-        self._peers.add(Peer(self, sock))
-
-    def _request_parser(self) -> RequestParser:
-        return RequestParser(
-            max_request_line=self.max_request_line,
-            max_header_bytes=self.max_header_bytes,
-            max_header_count=self.max_header_count,
-            max_body_size=self.max_body_size,
-        )
-
-    def _invoke(self, callback: Callable[..., Any] | None, client: Client | None, *args: Any) -> Any:
-        """Call application code; an exception goes to ``on_error``, never up.
-
-        Returns what the callback returned (None if it is unset or raised).
-        """
-        if callback is None:
-            return None
-        try:
-            return callback(*args)
-        except Exception as exc:
-            self._report_error(client, exc)
-            return None
-
-    def _report_error(self, client: Client | None, exc: BaseException) -> None:
-        handler = self.on_error
-        if handler is not None:
-            try:
-                handler(client, exc)
-                return
-            except Exception:
-                logger.exception("on_error raised while handling %r", exc)
-        logger.error("error on %r: %s", client, exc, exc_info=exc if not isinstance(exc, ProtocolError) else None)
-
-
-def _lan_address(family: int) -> str:
-    """This machine's address on its default route; connecting a UDP socket
-    sends no packet, it only asks the kernel which interface it would use."""
-    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as udp:
-            udp.connect((probe, 9))
-            return udp.getsockname()[0]
-    except OSError:
-        return "localhost"
+        context.connections.add(HttpDriver(context, sock))

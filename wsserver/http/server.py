@@ -3,7 +3,7 @@ error pages, and the answers to them.
 
 :class:`HttpServer` turns a parsed :class:`~wsserver.http.request.Request`
 into a :class:`~wsserver.http.response.Response`. It does no socket I/O;
-the connection driver in :mod:`wsserver.peer` reads requests and writes
+the connection driver in :mod:`wsserver.drivers.http` reads requests and writes
 the answers (streaming file and event-stream bodies as the socket drains).
 """
 
@@ -21,7 +21,7 @@ from .response import Response, error_response
 from .sse import EventStream
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..context import ServerContext
 
 __all__ = ["HttpServer", "Handler", "HandlerResult", "ErrorPage", "to_response"]
 
@@ -61,8 +61,8 @@ class HttpServer:
         or None for every path (others get 404).
     """
 
-    def __init__(self, server: Server, root: str | os.PathLike[str] | None = None) -> None:
-        self._server = server
+    def __init__(self, context: ServerContext, root: str | os.PathLike[str] | None = None) -> None:
+        self._context = context
         self._routes: dict[str, tuple[frozenset[str], Handler]] = {}
         self.root = root
         self.index = "index.html"
@@ -117,7 +117,7 @@ class HttpServer:
         except HttpError as exc:
             return self.error_response(exc.status, exc.message, request=request)
         except Exception as exc:
-            self._server._report_error(None, exc)
+            self._context.report_error(None, exc)
             return self.error_response(500, request=request)
 
     def error_response(
@@ -135,7 +135,7 @@ class HttpServer:
             try:
                 response = self._error_page(page, request, status)
             except Exception as exc:
-                self._server._report_error(None, exc)
+                self._context.report_error(None, exc)
             else:
                 for name, value in headers:
                     response.headers[name] = value
@@ -144,7 +144,7 @@ class HttpServer:
 
     def get_url(self, path: str = "", use_lan_ip: bool = False) -> str | None:
         """The ``http://`` URL of ``path`` on this server, or None if it is not started."""
-        return self._server._url("http", path, use_lan_ip)
+        return self._context.url("http", path, use_lan_ip)
 
     # -- internals -------------------------------------------------------
 

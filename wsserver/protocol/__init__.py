@@ -3,7 +3,17 @@
 Nothing in this package touches a socket, a clock or application code.
 """
 
-from .connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, State
+from .connection import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Connection,
+    Data,
+    InvalidState,
+    PreparedMessage,
+    State,
+    as_bytes,
+    check_frame,
+    prepare_message,
+)
 from .events import CloseReceived, Event, Failure, Fragment, Message, Ping, Pong
 from .frames import (
     CloseCode,
@@ -21,6 +31,12 @@ from .handshake import HandshakeError, UpgradeRequest, accept_key, generate_key,
 __all__ = [
     "Connection",
     "State",
+    "InvalidState",
+    "PreparedMessage",
+    "prepare_message",
+    "as_bytes",
+    "check_frame",
+    "Data",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "Event",
     "Message",

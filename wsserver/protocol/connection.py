@@ -1,24 +1,38 @@
 """One WebSocket connection's state machine, server side (RFC 6455).
 
-Feed it the bytes read from the socket with :meth:`Connection.receive_data`;
-it returns the events they complete and queues what must be answered (pongs,
-the echo of a Close frame, the Close frame that fails a broken connection),
-which :meth:`Connection.data_to_send` hands over. It never touches a socket
-or a clock.
+Both directions go through it, and it never touches a socket or a clock:
+
+* **Input.** :meth:`Connection.receive_data` takes the bytes read from the
+  socket; :meth:`Connection.next_event` (or the :meth:`Connection.events`
+  generator) hands out the events they complete, **one at a time**. The
+  state changes and automatic replies of an event (the Pong for a Ping, the
+  echo of a Close) happen when that event is taken, and the input behind it
+  is not looked at until the next one is asked for. So the application
+  handles event *n*, and what it sends then goes out, before the protocol
+  acts on a later frame that fails the connection.
+* **Output.** :meth:`send_text`, :meth:`send_binary`, :meth:`send_fragment`,
+  :meth:`send_frame`, :meth:`send_ping`, :meth:`send_pong`,
+  :meth:`send_close` and :meth:`fail` check the state and queue bytes, which
+  :meth:`data_to_send` hands to the driver. Sending data after a Close frame
+  raises :class:`InvalidState`.
 
 Payloads are processed as they arrive, not when a frame is complete: each
-received chunk is unmasked and, for text, UTF-8 checked at once, so a bad
+piece of a frame is unmasked and, for text, UTF-8 checked at once, so a bad
 byte fails the connection as soon as it is seen and a large frame costs no
-more per step than the chunk that was read.
+more per step than the piece that was read.
 """
 
 from __future__ import annotations
 
 import codecs
 import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Union
 
 from .events import CloseReceived, Event, Failure, Fragment, Message, Ping, Pong
 from .frames import (
+    MAX_CONTROL_PAYLOAD,
     CloseCode,
     FrameHeader,
     InvalidText,
@@ -32,9 +46,23 @@ from .frames import (
     parse_header,
 )
 
-__all__ = ["Connection", "State", "DEFAULT_MAX_MESSAGE_SIZE"]
+__all__ = [
+    "Connection",
+    "State",
+    "InvalidState",
+    "PreparedMessage",
+    "prepare_message",
+    "as_bytes",
+    "check_frame",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "Data",
+]
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+#: What can be sent as a message: ``str`` as text; any bytes-like object
+#: (bytes, bytearray, memoryview, array, ctypes structure) as binary.
+Data = Union[str, bytes, bytearray, memoryview, Any]
 
 # The stdlib's incremental UTF-8 decoding step: it decodes what is complete
 # and reports how much it consumed, leaving a split sequence for the next
@@ -43,13 +71,59 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 _utf8_decode = codecs.utf_8_decode
 
 # Opcodes as plain ints: the per-frame checks compare against them.
-_CONTINUATION, _TEXT, _BINARY, _CLOSE = int(Opcode.CONTINUATION), int(Opcode.TEXT), int(Opcode.BINARY), int(Opcode.CLOSE)
+_CONTINUATION, _TEXT, _BINARY = int(Opcode.CONTINUATION), int(Opcode.TEXT), int(Opcode.BINARY)
+_CLOSE, _PING, _PONG = int(Opcode.CLOSE), int(Opcode.PING), int(Opcode.PONG)
+_SENDABLE_OPCODES = frozenset(int(op) for op in Opcode)
 
 
 class State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # we sent a Close frame and wait for the peer's
     CLOSED = "closed"  # both Close frames were exchanged, or the connection failed
+
+
+class InvalidState(Exception):
+    """A frame was to be sent that the connection's state does not allow
+    (data after a Close frame, a continuation with no message to continue)."""
+
+
+def as_bytes(data: Data) -> bytes:
+    """``data`` as the bytes of a payload: ``str`` in UTF-8, a bytes-like object as it is."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, bytes):
+        return data
+    return memoryview(data).cast("B").tobytes()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """A message encoded once, to be queued on any number of connections
+    (:meth:`Connection.send_prepared`): a broadcast shares its bytes."""
+
+    opcode: int
+    frames: tuple[bytes, ...]
+    size: int  # bytes on the wire
+
+
+def prepare_message(data: Data) -> PreparedMessage:
+    """Encode ``data`` as one unfragmented frame: ``str`` as text, bytes-like as binary."""
+    return _prepare(_TEXT if isinstance(data, str) else _BINARY, as_bytes(data))
+
+
+def _prepare(opcode: int, payload: bytes) -> PreparedMessage:
+    frames = encode_frame(opcode, payload)
+    return PreparedMessage(opcode, frames, sum(map(len, frames)))
+
+
+def check_frame(opcode: int, length: int, fin: bool) -> None:
+    """Raise ``ValueError`` for a frame that no state allows sending: a
+    reserved opcode (RFC 6455 section 5.2), or a control frame that is
+    fragmented or carries over 125 bytes (section 5.5)."""
+    if opcode not in _SENDABLE_OPCODES:
+        raise ValueError(f"opcode {opcode:#x} is reserved")
+    if opcode >= _CLOSE and (not fin or length > MAX_CONTROL_PAYLOAD):
+        raise ValueError("control frames are final and carry at most 125 bytes")
 
 
 def _pending_utf8_is_invalid(pending: bytes) -> bool:
@@ -88,8 +162,9 @@ class Connection:
         #: The Close code and reason that this side sent, once sent.
         self.close_sent: tuple[int, str] | None = None
 
-        self._buffer = bytearray()
-        self._outgoing: list[bytes] = []
+        # Input received and not parsed yet (consumed from the front).
+        self._input = bytearray()
+        self._parsing = True  # False once failed or closed: input is ignored
         # The frame whose payload is being read.
         self._header: FrameHeader | None = None
         self._remaining = 0
@@ -99,69 +174,88 @@ class Connection:
         # its parts (str pieces for text, bytes for binary).
         self._message_type: int | None = None
         self._message_size = 0
-        self._parts: list = []
+        self._parts: list[Any] = []
         # The start of a UTF-8 sequence split across chunks, held back until
         # its end arrives.
         self._utf8_pending = b""
         self._fragment_type = 0
 
+        self._outgoing: list[bytes] = []
+        # The type of the fragmented message being sent, if one is; whole
+        # messages sent meanwhile wait behind it, in order.
+        self._sending_fragmented: int | None = None
+        self._held: list[PreparedMessage] = []
+        self._held_size = 0
+
     # -- input -----------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Consume bytes from the peer; return the events they complete.
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Take bytes from the peer; :meth:`next_event` parses them.
 
-        After a :class:`Failure` or once the closing handshake is complete,
-        further input is ignored.
+        After a failure or once the closing handshake is complete, input is
+        ignored.
         """
-        if self.state is State.CLOSED:
-            return []
-        events: list[Event] = []
-        buf = self._buffer
-        if buf:
-            buf += data
-            src: bytearray | memoryview = buf
-        else:
-            # Nothing held back (the usual case): read the chunk where it
-            # lies, and keep only an incomplete header at its end.
-            src = memoryview(data).cast("B")
-        end = len(src)
+        if self._parsing:
+            self._input += data
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received and not yet parsed into events."""
+        return len(self._input)
+
+    def events(self) -> Iterator[Event]:
+        """The events of the input received so far, one at a time (see :meth:`next_event`)."""
+        while (event := self.next_event()) is not None:
+            yield event
+
+    def next_event(self) -> Event | None:
+        """Parse received input up to the next event and return it; None
+        when more input is needed.
+
+        A protocol error returns a :class:`Failure` (its Close frame is
+        queued) and ends parsing.
+        """
+        if not self._parsing:
+            return None
+        buf = self._input
         pos = 0
         try:
             while True:
                 if self._header is None:
-                    header = parse_header(src, pos)
+                    header = parse_header(buf, pos)
                     if header is None:
-                        break
+                        return None
                     pos += header.size
                     self._start_frame(header)
                 if self._remaining:
-                    take = min(self._remaining, end - pos)
+                    take = min(self._remaining, len(buf) - pos)
                     if take == 0:
-                        break
-                    self._payload(src[pos : pos + take])
+                        return None
+                    with memoryview(buf) as view:
+                        self._payload(view[pos : pos + take])
                     pos += take
                     self._remaining -= take
                     if self._remaining:
-                        break
-                self._end_frame(events)
-                if self.state is State.CLOSED:
-                    break
+                        return None
+                event = self._end_frame()
+                if event is not None:
+                    return event
         except ProtocolError as exc:
-            events.append(self._fail(exc.close_code, exc.reason))
-            buf.clear()
-            return events
-        if src is buf:
-            del buf[:pos]
-        elif pos < end and self.state is not State.CLOSED:
-            buf += src[pos:]
-        return events
+            return self._fail_on(exc)
+        finally:
+            # Consumed input leaves from the front (cheap for a bytearray).
+            if pos:
+                del buf[:pos]
 
     def _start_frame(self, header: FrameHeader) -> None:
+        # RFC 6455 section 5.1: a server fails a connection on an unmasked frame.
         if header.mask is None:
             raise ProtocolError("client frame is not masked")
+        # Section 5.2: RSV1-3 are 0 unless an extension defines them.
         if header.rsv1 or header.rsv2 or header.rsv3:
             raise ProtocolError("reserved bit set without a negotiated extension")
         opcode = header.opcode
+        # Section 5.4: continuations continue a message; messages do not interleave.
         if opcode == _CONTINUATION:
             if self._message_type is None:
                 raise ProtocolError("continuation frame with no message to continue")
@@ -178,11 +272,11 @@ class Connection:
         self._remaining = header.length
         self._frame_offset = 0
 
-    def _payload(self, masked: bytearray | memoryview) -> None:
+    def _payload(self, masked: memoryview) -> None:
         """Unmask and take in the next piece of the current frame's payload."""
         header = self._header
-        assert header is not None
-        chunk = masked_copy(masked, header.mask, self._frame_offset)  # type: ignore[arg-type]
+        assert header is not None and header.mask is not None
+        chunk = masked_copy(masked, header.mask, self._frame_offset)
         self._frame_offset += len(chunk)
         if header.opcode >= _CLOSE:
             self._control_payload += chunk
@@ -210,80 +304,194 @@ class Connection:
             self._utf8_pending = b""
         return text
 
-    def _end_frame(self, events: list[Event]) -> None:
+    def _end_frame(self) -> Event | None:
+        """Finish the frame just read; return the event it completes, if any."""
         header = self._header
         assert header is not None
         self._header = None
         if header.opcode >= _CLOSE:
             payload = bytes(self._control_payload)
             self._control_payload.clear()
-            self._control_frame(header.opcode, payload, events)
-            return
+            return self._control_frame(header.opcode, payload)
         if header.fin and self._utf8_pending:
             # Held-back bytes are always the valid start of a sequence.
             raise InvalidText("text message ends inside a UTF-8 sequence")
+        event: Event | None = None
         if self.deliver_fragments:
-            events.append(Fragment(self._fragment_type, self._joined(), header.fin))
+            event = Fragment(self._fragment_type, self._joined(), header.fin)
             self._parts = []
             self._fragment_type = _CONTINUATION
         if header.fin:
             if not self.deliver_fragments:
-                events.append(Message(self._message_type, self._joined()))  # type: ignore[arg-type]
+                assert self._message_type is not None
+                event = Message(self._message_type, self._joined())
             self._parts = []
             self._message_type = None
             self._message_size = 0
+        return event
 
     def _joined(self) -> str | bytes:
         parts = self._parts
         if self._message_type == _TEXT:
             return "".join(parts)
         if len(parts) == 1 and type(parts[0]) is bytes:
-            return parts[0]
+            return parts[0]  # type: ignore[no-any-return]
         return b"".join(parts)  # also turns a lone bytearray into bytes
 
-    def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> None:
-        if opcode == Opcode.PING:
-            events.append(Ping(payload))
+    def _control_frame(self, opcode: int, payload: bytes) -> Event:
+        if opcode == _PING:
+            # Section 5.5.2: answer with a Pong carrying the same payload,
+            # unless our Close frame has gone out already.
             if self.state is State.OPEN:
-                self._outgoing.extend(encode_frame(Opcode.PONG, payload))
-        elif opcode == Opcode.PONG:
-            events.append(Pong(payload))
-        else:
-            code, reason = parse_close_payload(payload)
-            self.close_received = (code, reason)
-            events.append(CloseReceived(code, reason))
-            if self.state is State.OPEN:
-                # Echo the peer's code, as RFC 6455 section 5.5.1 suggests.
-                echo = None if code == CloseCode.NO_STATUS else code
-                self._queue_close(echo, "")
-            self.state = State.CLOSED
-
-    def _fail(self, code: int, reason: str) -> Failure:
+                self._queue(encode_frame(_PONG, payload))
+            return Ping(payload)
+        if opcode == _PONG:
+            return Pong(payload)
+        code, reason = parse_close_payload(payload)
+        self.close_received = (code, reason)
         if self.state is State.OPEN:
-            self._queue_close(code, reason)
+            # Section 5.5.1: answer a Close with a Close, echoing its code.
+            self._queue_close(None if code == CloseCode.NO_STATUS else code, "")
+        self._end()
+        return CloseReceived(code, reason)
+
+    def _fail_on(self, exc: ProtocolError) -> Failure:
+        code = exc.close_code
+        self.fail(code, exc.reason)
+        return Failure(code, exc.reason)
+
+    def _end(self) -> None:
+        """Closed: no more input is parsed, and what was received is let go."""
         self.state = State.CLOSED
-        return Failure(code, reason)
+        self._parsing = False
+        self._input = bytearray()
+        self._parts = []
+        self._held = []
+        self._held_size = 0
 
     # -- output ----------------------------------------------------------
 
     def data_to_send(self) -> list[bytes]:
-        """The bytes the protocol itself must send (pongs, Close frames), in order."""
+        """The bytes queued for the peer since the last call, in order."""
         out, self._outgoing = self._outgoing, []
         return out
-
-    def close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> None:
-        """Start the closing handshake; the Close frame goes to :meth:`data_to_send`."""
-        if self.state is not State.OPEN:
-            return
-        self._queue_close(code, reason)
-        self.state = State.CLOSING
-
-    def _queue_close(self, code: int | None, reason: str) -> None:
-        payload = encode_close_payload(code, reason)
-        self.close_sent = (CloseCode.NO_STATUS if code is None else code, reason)
-        self._outgoing.extend(encode_frame(Opcode.CLOSE, payload))
 
     @property
     def can_send(self) -> bool:
         """Whether data frames may still be sent (no Close frame sent yet)."""
         return self.state is State.OPEN
+
+    @property
+    def held_size(self) -> int:
+        """Bytes of whole messages waiting behind a fragmented one being sent."""
+        return self._held_size
+
+    def send_text(self, text: str) -> None:
+        """Queue a text message."""
+        self.send_prepared(prepare_message(text))
+
+    def send_binary(self, data: Data) -> None:
+        """Queue a binary message (any bytes-like object)."""
+        self.send_prepared(_prepare(_BINARY, as_bytes(data)))
+
+    def send_prepared(self, message: PreparedMessage) -> None:
+        """Queue a message encoded by :func:`prepare_message`. While a
+        fragmented message is being sent, it waits behind that one."""
+        self._check_open()
+        if self._sending_fragmented is not None:
+            self._held.append(message)
+            self._held_size += message.size
+            return
+        self._outgoing.extend(message.frames)
+
+    def send_fragment(self, data: Data, fin: bool) -> None:
+        """Queue one frame of a fragmented message: the first call's ``data``
+        type (``str`` or bytes-like) sets the message type, later ones
+        continue it, and ``fin`` ends it."""
+        opcode = _TEXT if isinstance(data, str) else _BINARY
+        if self._sending_fragmented is not None:
+            if opcode != self._sending_fragmented:
+                raise InvalidState("a fragment's type differs from its message's")
+            opcode = _CONTINUATION
+        self.send_frame(opcode, as_bytes(data), fin)
+
+    def send_frame(
+        self,
+        opcode: int,
+        payload: bytes = b"",
+        fin: bool = True,
+        rsv1: bool = False,
+        rsv2: bool = False,
+        rsv3: bool = False,
+    ) -> None:
+        """Queue one raw frame with explicit opcode, FIN and RSV bits.
+
+        The state still follows it: a Close frame starts the closing
+        handshake, a non-final data frame starts a fragmented message that
+        continuation frames must finish.
+        """
+        if opcode == _CLOSE:
+            check_frame(opcode, len(payload), fin)
+            if rsv1 or rsv2 or rsv3:
+                raise ValueError("a Close frame has no RSV bits set")
+            try:
+                code, reason = parse_close_payload(payload)
+            except ProtocolError as exc:
+                raise ValueError(f"invalid Close payload: {exc.reason}") from None
+            self.send_close(None if code == CloseCode.NO_STATUS else code, reason)
+            return
+        check_frame(opcode, len(payload), fin)
+        self._check_open()
+        if opcode == _CONTINUATION:
+            if self._sending_fragmented is None:
+                raise InvalidState("continuation frame with no message to continue")
+        elif opcode < _CLOSE and self._sending_fragmented is not None:
+            raise InvalidState("a new message inside a fragmented one")
+        self._queue(encode_frame(opcode, payload, fin, rsv1, rsv2, rsv3))
+        if opcode < _CLOSE:
+            if not fin and opcode != _CONTINUATION:
+                self._sending_fragmented = opcode
+            elif fin and self._sending_fragmented is not None:
+                self._sending_fragmented = None
+                self._release_held()
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        self.send_frame(_PING, payload)
+
+    def send_pong(self, payload: bytes = b"") -> None:
+        self.send_frame(_PONG, payload)
+
+    def send_close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake (``code=None`` sends a Close frame
+        without a code). Does nothing once a Close frame was sent."""
+        if self.state is not State.OPEN:
+            return
+        self._queue_close(code, reason)
+        self.state = State.CLOSING
+        self._held = []
+        self._held_size = 0
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection (RFC 6455 section 7.1.7): queue a Close frame
+        with ``code`` unless one was sent, and stop parsing input."""
+        if self.state is State.OPEN:
+            self._queue_close(code, reason)
+        self._end()
+
+    def _check_open(self) -> None:
+        if self.state is not State.OPEN:
+            raise InvalidState(f"cannot send data: the connection is {self.state.value}")
+
+    def _queue(self, frames: tuple[bytes, ...]) -> None:
+        self._outgoing.extend(frames)
+
+    def _queue_close(self, code: int | None, reason: str) -> None:
+        payload = encode_close_payload(code, reason)
+        self.close_sent = (CloseCode.NO_STATUS if code is None else code, reason)
+        self._queue(encode_frame(_CLOSE, payload))
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        self._held_size = 0
+        for message in held:
+            self._outgoing.extend(message.frames)

@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-__all__ = ["Message", "Fragment", "Ping", "Pong", "CloseReceived", "Failure", "Event"]
+from .frames import Opcode
 
-TEXT = 1
-BINARY = 2
-CONTINUATION = 0
+__all__ = ["Message", "Fragment", "Ping", "Pong", "CloseReceived", "Failure", "Event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +24,7 @@ class Message:
 
     @property
     def is_text(self) -> bool:
-        return self.type == TEXT
+        return self.type == Opcode.TEXT
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +63,7 @@ class CloseReceived:
 @dataclass(frozen=True, slots=True)
 class Failure:
     """The peer broke the protocol; a Close frame with ``code`` is queued and
-    the connection accepts no more input."""
+    the connection parses no more input."""
 
     code: int
     reason: str

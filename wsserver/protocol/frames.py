@@ -38,10 +38,6 @@ class Opcode(enum.IntEnum):
     PING = 0x9
     PONG = 0xA
 
-    @property
-    def is_control(self) -> bool:
-        return self >= 0x8
-
 
 _KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
 

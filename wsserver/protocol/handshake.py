@@ -56,8 +56,6 @@ class UpgradeRequest:
     key: str
     #: The offered subprotocols, in the client's order of preference.
     subprotocols: list[str] = field(default_factory=list)
-    #: The raw ``Sec-WebSocket-Extensions`` offers (none is accepted yet).
-    extensions: list[str] = field(default_factory=list)
     origin: str | None = None
 
 
@@ -127,7 +125,6 @@ def parse_upgrade(method: str, http_version: str, headers: HeaderLookup) -> Upgr
     return UpgradeRequest(
         key=key,
         subprotocols=header_tokens(headers, "Sec-WebSocket-Protocol"),
-        extensions=header_tokens(headers, "Sec-WebSocket-Extensions"),
         origin=_single(headers, "Origin"),
     )
 

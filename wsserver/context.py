@@ -1,0 +1,182 @@
+"""The seam between a :class:`~wsserver.server.Server` and the drivers of its
+connections.
+
+A driver (:mod:`wsserver.drivers`) gets a :class:`ServerContext`, never the
+server's internals: the options and application callbacks (the server's
+public attributes), guarded calls into application code, the registry of
+connections and clients, the lifecycle listeners, and whether the server is
+stopping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from .client import Client
+from .http.request import Request, RequestParser
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, ProtocolError
+
+if TYPE_CHECKING:
+    from .drivers.websocket import WebSocketDriver
+    from .reactor import Reactor, Stream
+    from .server import Server
+
+__all__ = ["ServerContext", "Driver", "LifecycleEvent", "format_url"]
+
+logger = logging.getLogger("wsserver")
+
+#: What an extension may listen to: a client opened (after the upgrade, before
+#: ``on_open``), a client closed (before ``on_client_closed``), the server is
+#: stopping (after ``before_stop``, before any client is closed).
+LifecycleEvent = Literal["open", "close", "stop"]
+
+
+class Driver(Protocol):
+    """One TCP connection's driver, as the server sees it."""
+
+    stream: Stream
+
+    def shutdown(self) -> None:
+        """The server is stopping: end the connection gracefully (bounded by the stop timeout)."""
+
+
+class ServerContext:
+    """What connection drivers need from their server, and nothing else."""
+
+    def __init__(self, server: Server, reactor: Reactor) -> None:
+        #: The options and application callbacks, read as public attributes.
+        self.server = server
+        self.reactor = reactor
+        #: True while :meth:`Server.stop` runs: no new connection, upgrade or message.
+        self.stopping = False
+        #: Every WebSocket client from its upgrade request until it is closed.
+        self.clients: dict[int, Client] = {}
+        #: The driver of every open TCP connection.
+        self.connections: set[Driver] = set()
+        #: The driver of every upgraded connection, by client id, until it is closed.
+        self.websockets: dict[int, WebSocketDriver] = {}
+        self._client_ids = itertools.count(1)
+        self._listeners: dict[str, list[Callable[..., Any]]] = {"open": [], "close": [], "stop": []}
+
+    # -- limits derived from the options -----------------------------------
+
+    @property
+    def max_write_buffer(self) -> int:
+        """The hard cap on one client's queued output (see ``Server(max_write_buffer=...)``)."""
+        server = self.server
+        if server.max_write_buffer is not None:
+            return server.max_write_buffer
+        return server.write_limit + (server.max_message_size or DEFAULT_MAX_MESSAGE_SIZE)
+
+    def request_parser(self) -> RequestParser:
+        server = self.server
+        return RequestParser(
+            max_request_line=server.max_request_line,
+            max_header_bytes=server.max_header_bytes,
+            max_header_count=server.max_header_count,
+            max_body_size=server.max_body_size,
+        )
+
+    # -- the registry ------------------------------------------------------
+
+    def new_client(self, request: Request, remote_address: tuple[Any, ...]) -> Client:
+        client = Client(next(self._client_ids), self.server, request, remote_address)
+        self.clients[client.id] = client
+        return client
+
+    def forget_client(self, client: Client) -> None:
+        self.clients.pop(client.id, None)
+        self.websockets.pop(client.id, None)
+
+    def upgraded(self, http: Driver, websocket: WebSocketDriver) -> None:
+        """``websocket`` drives the connection from now on, instead of ``http``."""
+        self.connections.discard(http)
+        self.connections.add(websocket)
+        self.websockets[websocket.client.id] = websocket
+
+    def connection_lost(self, driver: Driver) -> None:
+        self.connections.discard(driver)
+
+    # -- application code --------------------------------------------------
+
+    def invoke(self, callback: Callable[..., Any] | None, client: Client | None, *args: Any) -> Any:
+        """Call application code; an exception goes to ``on_error``, never up.
+
+        Returns what the callback returned (None if it is unset or raised).
+        """
+        if callback is None:
+            return None
+        try:
+            return callback(*args)
+        except Exception as exc:
+            self.report_error(client, exc)
+            return None
+
+    def report_error(self, client: Client | None, exc: BaseException) -> None:
+        """Tell ``on_error`` (or the ``wsserver`` logger when it is unset or fails)."""
+        handler = self.server.on_error
+        if handler is not None:
+            try:
+                handler(client, exc)
+                return
+            except Exception:
+                logger.exception("on_error raised while handling %r", exc)
+        logger.error("error on %r: %s", client, exc, exc_info=exc if not isinstance(exc, ProtocolError) else None)
+
+    # -- lifecycle listeners -----------------------------------------------
+
+    def add_listener(self, event: LifecycleEvent, callback: Callable[..., Any]) -> None:
+        self._listener_list(event).append(callback)
+
+    def remove_listener(self, event: LifecycleEvent, callback: Callable[..., Any]) -> None:
+        listeners = self._listener_list(event)
+        if callback in listeners:
+            listeners.remove(callback)
+
+    def notify(self, event: LifecycleEvent, client: Client | None = None) -> None:
+        """Call every listener of ``event`` (with the client, for open and close), guarded."""
+        for callback in list(self._listeners[event]):
+            if client is None:
+                self.invoke(callback, None)
+            else:
+                self.invoke(callback, client, client)
+
+    def _listener_list(self, event: str) -> list[Callable[..., Any]]:
+        try:
+            return self._listeners[event]
+        except KeyError:
+            raise ValueError(f"unknown lifecycle event {event!r}: 'open', 'close' or 'stop'") from None
+
+    # -- addresses ---------------------------------------------------------
+
+    def url(self, scheme: str, path: str = "", use_lan_ip: bool = False) -> str | None:
+        """The server's URL with ``scheme``, or None if it is not listening."""
+        local = self.server.get_local_ip()
+        return None if local is None else format_url(scheme, local, path, use_lan_ip)
+
+
+def format_url(scheme: str, local: tuple[str, int], path: str = "", use_lan_ip: bool = False) -> str:
+    """``scheme://host:port/path`` for a bound address. A wildcard bind shows
+    as ``localhost``, or as the LAN address with ``use_lan_ip``."""
+    host, port = local
+    if host in ("0.0.0.0", "::"):
+        host = _lan_address(socket.AF_INET6 if host == "::" else socket.AF_INET) if use_lan_ip else "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}/{path.lstrip('/')}"
+
+
+def _lan_address(family: int) -> str:
+    """This machine's address on its default route; connecting a UDP socket
+    sends no packet, it only asks the kernel which interface it would use."""
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.connect((probe, 9))
+            return str(udp.getsockname()[0])
+    except OSError:
+        return "localhost"

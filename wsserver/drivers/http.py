@@ -1,0 +1,268 @@
+"""The HTTP driver: one TCP connection from accept to its last response, or
+to its WebSocket upgrade.
+
+It feeds the socket's bytes to the incremental
+:class:`~wsserver.http.request.RequestParser`, answers each request through
+the application's :class:`~wsserver.http.server.HttpServer`, frames the
+answer with :func:`~wsserver.http.framing.plan_response` and streams long
+bodies a slice at a time within the poll budget. Pipelined requests are
+served in a loop, in order. An upgrade request that is accepted hands the
+connection to a :class:`~wsserver.drivers.websocket.WebSocketDriver`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from ..client import UpgradeResponse
+from ..http.framing import BodyFraming, end_of_body, frame_chunk, plan_response
+from ..http.request import HttpError, Request
+from ..http.response import Response, render_head
+from ..http.sse import EventStream
+from ..protocol import HandshakeError, parse_upgrade
+from ..protocol.handshake import accept_headers, is_upgrade_request
+from ..reactor import Stream
+from .websocket import WebSocketDriver
+
+if TYPE_CHECKING:
+    from ..context import ServerContext
+    from ..reactor import Timer
+
+__all__ = ["HttpDriver"]
+
+
+class HttpDriver:
+    """Serves HTTP on one accepted socket; the :class:`Stream`'s handler until an upgrade."""
+
+    def __init__(self, context: ServerContext, sock: socket.socket) -> None:
+        self.context = context
+        self.reactor = context.reactor
+        self.parser = context.request_parser()
+        # The response being streamed, if any: its chunks, its framing, and
+        # the next poll step's turn at pumping it.
+        self._body: Iterator[bytes | None] | None = None
+        self._framing = BodyFraming.NONE
+        self._body_resume: Timer | None = None
+        self._keep_alive = True
+        self._upgraded = False
+        # The request timeout (from accept, or from a request's first byte)
+        # or, between requests, the keep-alive timeout.
+        self._timer: Timer | None = None
+        self.stream = Stream(self.reactor, sock, self)
+        self._set_timer(context.server.handshake_timeout)
+
+    # -- timers ------------------------------------------------------------
+
+    def _set_timer(self, delay: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.reactor.call_later(delay, self._timed_out) if delay is not None and delay > 0 else None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._body is None:
+            if self.parser.has_partial_request:
+                self._send_error(408, "request not received in time")
+            else:
+                self.stream.close()
+
+    # -- StreamHandler -----------------------------------------------------
+
+    def data_received(self, data: memoryview) -> None:
+        if self._timer is None and not self.parser.has_partial_request:
+            # The first byte of a new request on a kept-alive connection.
+            self._set_timer(self.context.server.handshake_timeout)
+        self.parser.feed(data)
+        self._serve_requests()
+
+    def eof_received(self) -> bool:
+        # A client may send its request and then shut down its sending side:
+        # an answer still streaming to it goes on, and ends the connection.
+        if self._body is not None:
+            self._keep_alive = False
+            return True
+        return False
+
+    def write_drained(self) -> None:
+        if self._body is not None and self._pump_body():
+            self._serve_requests()  # pipelined requests waiting behind a streamed answer
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._set_timer(None)
+        self._release_body()
+        self.context.connection_lost(self)
+
+    def shutdown(self) -> None:
+        """The server is stopping: close an idle connection, end an event
+        stream, and let a download finish (within the stop timeout)."""
+        if self._body is None:
+            self.stream.close()
+        elif isinstance(self._body, EventStream):
+            self.context.invoke(self._body.close, None)
+
+    # -- requests ----------------------------------------------------------
+
+    def _serve_requests(self) -> None:
+        """Answer the complete requests received, in order, until one needs
+        more time (a streamed answer) or the connection ends or upgrades."""
+        parser = self.parser
+        context = self.context
+        while self._body is None and not self._upgraded and not self.stream.is_closing:
+            try:
+                request = parser.next_request()
+            except HttpError as exc:
+                self._send_error(exc.status, exc.message)
+                return
+            if request is None:
+                return
+            self._set_timer(None)
+            request.client_address = self.stream.peer_address
+            if is_upgrade_request(request.headers):
+                if context.server.http_server.accepts_websocket(request.path):
+                    self._upgrade(request)
+                else:
+                    self._send_error(404, "no WebSocket on this path")
+            else:
+                self._keep_alive = request.keep_alive and not context.stopping
+                self._respond(request, context.server.http_server.handle(request))
+        if self._body is not None and parser.buffered_size > parser.max_request_line + parser.max_header_bytes:
+            # A client that keeps pipelining while a long answer streams:
+            # read no more until the answer is done, so the backlog stays bounded.
+            self.stream.pause_reading()
+
+    def _send_error(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
+        """Answer with an error (the application's error page, if it has one) and close the connection."""
+        self._keep_alive = False
+        self._respond(None, self.context.server.http_server.error_response(status, message, headers or ()))
+
+    def _respond(self, request: Request | None, response: Response) -> None:
+        """Write ``response``: whole, or its head and as much of its streamed
+        body as the socket takes now (the rest follows as it drains)."""
+        plan = plan_response(response, request, self._keep_alive)
+        self._keep_alive = plan.keep_alive
+        self._framing = plan.framing
+        self.stream.write(plan.head)
+        body = response.body
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            if plan.framing is not BodyFraming.NONE:
+                self.stream.write(body)
+            self._response_done()
+            return
+        self._body = iter(body)
+        if plan.framing is BodyFraming.NONE:
+            self._release_body()
+            self._response_done()
+            return
+        if isinstance(self._body, EventStream):
+            stream = self.stream
+            self._body._attach(self._resume_body_now, lambda: stream.buffered_amount, self.context.server.write_limit)
+        self._pump_body()
+
+    def _response_done(self) -> None:
+        """The answer is written whole: close, or wait for the next request."""
+        if not self._keep_alive or self.context.stopping:
+            self.stream.close()
+            return
+        self._set_timer(self.context.server.keepalive_timeout)
+        self.stream.resume_reading()
+
+    # -- streamed bodies ---------------------------------------------------
+
+    def _pump_body(self) -> bool:
+        """Write streamed body chunks while the socket keeps up, for at most
+        one poll budget; return whether the body is finished (the rest goes
+        on at the next poll step, or when the socket drains)."""
+        stream = self.stream
+        reactor = self.reactor
+        stop_at = reactor.time() + reactor.budget
+        body = self._body
+        while body is not None and stream.buffered_amount <= stream.low_water and not stream.is_closing:
+            if reactor.time() >= stop_at:
+                # The kernel keeps taking bytes (a fast reader of a big file):
+                # yield the GUI thread, resume on the next step.
+                if self._body_resume is None:
+                    self._body_resume = reactor.call_later(0, self._resume_body)
+                return False
+            try:
+                chunk = next(body)
+            except StopIteration:
+                self._release_body()
+                stream.write(end_of_body(self._framing))
+                self._response_done()
+                return True
+            except Exception as exc:
+                self.context.report_error(None, exc)
+                self._release_body()
+                stream.abort(exc)  # the answer is cut short: the client must not take it as whole
+                return False
+            if chunk is None:
+                return False  # an event stream with nothing to send: it resumes the pump when it has
+            stream.write(*frame_chunk(self._framing, chunk))
+        return False
+
+    def _resume_body(self) -> None:
+        self._body_resume = None
+        self._resume_body_now()
+
+    def _resume_body_now(self) -> None:
+        if self._body is not None and self._pump_body():
+            self._serve_requests()
+
+    def _release_body(self) -> None:
+        """Forget the streamed body, closing it (a file, an event stream) if it can be."""
+        body, self._body = self._body, None
+        if self._body_resume is not None:
+            self._body_resume.cancel()
+            self._body_resume = None
+        close: Callable[[], object] | None = getattr(body, "close", None)
+        if close is not None:
+            self.context.invoke(close, None)
+
+    # -- the upgrade -------------------------------------------------------
+
+    def _upgrade(self, request: Request) -> None:
+        context = self.context
+        server = context.server
+        if context.stopping:
+            self._send_error(503, "server is stopping")
+            return
+        try:
+            offer = parse_upgrade(request.method, request.version, request.headers)
+        except HandshakeError as exc:
+            self._send_error(exc.status, exc.message, exc.headers)
+            return
+        if server.origins is not None and offer.origin not in server.origins:
+            self._send_error(403, "origin not allowed")
+            return
+        client = context.new_client(request, self.stream.peer_address)
+        response = UpgradeResponse()
+        hook = server.on_upgrade_to_websocket
+        if hook is not None:
+            try:
+                hook(client, request, response, offer.subprotocols, offer.origin)
+            except Exception as exc:
+                context.report_error(client, exc)
+                response.error_status(500, "upgrade hook failed")
+        subprotocol = response.headers.get("Sec-WebSocket-Protocol")
+        if not response.refused and subprotocol is not None and subprotocol not in offer.subprotocols:
+            context.report_error(client, ValueError(f"subprotocol {subprotocol!r} was not offered by the client"))
+            response.error_status(500, "server chose a subprotocol the client did not offer")
+        if response.refused:
+            context.forget_client(client)
+            if response.dropped:
+                self.stream.close()
+            else:
+                self._send_error(response.refused_status or 403, response.refused_body)
+            return
+        headers = accept_headers(offer.key, subprotocol)
+        chosen = {name.lower() for name, _ in headers}
+        headers += [(n, v) for n, v in response.headers.raw_items() if n.lower() not in chosen]
+        self.stream.write(render_head(101, headers))
+        client.subprotocol = subprotocol
+        self._upgraded = True
+        self._set_timer(None)
+        driver = WebSocketDriver(context, self.stream, client)
+        context.upgraded(self, driver)
+        driver.open(self.parser.take_buffered())

@@ -1,0 +1,304 @@
+"""The WebSocket driver: one connection after its upgrade.
+
+It moves bytes between the socket (a :class:`~wsserver.reactor.Stream`) and
+the sans-I/O :class:`~wsserver.protocol.Connection`, hands the application
+each event as the protocol hands it out, and holds the connection's timers:
+closing handshake, heartbeat, and the grace a client over its write limit
+gets to catch up.
+
+**Writing.** Nothing the application sends to an open connection is
+refused or skipped: ``write_limit`` is a high-water mark. Crossing it makes
+the client not :attr:`~WebSocketDriver.writable`, stops handing out (and
+reading) its messages, whose answers and pongs would grow the backlog, and
+starts ``write_grace``; draining to the low-water mark runs ``on_drain`` and
+ends all three. Memory
+is bounded by closing, not dropping: a send that would take the client past
+``max_write_buffer``, or a grace that expires, closes it with 1008.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..client import Client
+from ..protocol import (
+    CloseCode,
+    CloseReceived,
+    Connection,
+    Failure,
+    Fragment,
+    Message,
+    Opcode,
+    PreparedMessage,
+    ProtocolError,
+    State,
+    as_bytes,
+)
+
+if TYPE_CHECKING:
+    from ..context import ServerContext
+    from ..reactor import Stream, Timer
+
+__all__ = ["WebSocketDriver"]
+
+# The most a frame header adds to its payload, server side (no mask).
+_MAX_HEADER = 10
+
+
+class WebSocketDriver:
+    """Drives one WebSocket connection; the :class:`Stream`'s handler after the upgrade."""
+
+    def __init__(self, context: ServerContext, stream: Stream, client: Client) -> None:
+        server = context.server
+        self.context = context
+        self.stream = stream
+        self.client = client
+        self.ws = Connection(server.max_message_size, deliver_fragments=server.on_fragment is not None)
+        self.max_write_buffer = context.max_write_buffer
+        self.opened = False  # on_open ran, so on_client_closed is owed
+        self.last_seen = context.reactor.time()
+        self._ping_sent_at: float | None = None
+        self._over_high_water = False
+        self._close_timer: Timer | None = None
+        self._heartbeat_timer: Timer | None = None
+        self._grace_timer: Timer | None = None  # runs while the client is over its write_limit
+        # on_drain must follow every crossing of write_limit: that needs the
+        # low-water mark below it, whatever the reactor's write slice.
+        stream.low_water = min(stream.low_water, server.write_limit // 2)
+        stream.handler = self
+        client.attach_state(self)
+
+    def open(self, leftover: bytes) -> None:
+        """The 101 answer is written: run ``on_open``, then take any input that came with the upgrade."""
+        context = self.context
+        self.opened = True
+        self._arm_heartbeat()
+        context.notify("open", self.client)
+        context.invoke(context.server.on_open, self.client, self.client)
+        if leftover and not self.stream.is_closing:
+            self.data_received(memoryview(leftover))
+
+    # -- the client's state ------------------------------------------------
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued for the client: in the socket's buffer, and held
+        behind a fragmented message being sent."""
+        return self.stream.buffered_amount + self.ws.held_size
+
+    @property
+    def writable(self) -> bool:
+        return self.is_open and not self._over_high_water
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws.can_send and not self.stream.is_closing
+
+    @property
+    def is_closed(self) -> bool:
+        return self.stream.closed
+
+    # -- input -------------------------------------------------------------
+
+    def data_received(self, data: memoryview) -> None:
+        self.last_seen = self.context.reactor.time()
+        self.ws.receive_data(data)
+        self._handle_events()
+
+    def _handle_events(self) -> None:
+        """Hand the application each event in turn: what it sends for one
+        goes out before the protocol parses the frames behind it."""
+        ws = self.ws
+        context = self.context
+        server = context.server
+        client = self.client
+        # A client over its write limit is not heard until it catches up:
+        # what it sent waits, parsed no further (see write_drained).
+        while not self._over_high_water and (event := ws.next_event()) is not None:
+            self._flush()  # the protocol's own answers (a pong, a Close echo) first
+            if isinstance(event, Message):
+                if context.stopping:
+                    continue
+                if server.translate_message is not None and context.invoke(server.translate_message, client, client, event):
+                    continue
+                context.invoke(server.on_message, client, client, event)
+            elif isinstance(event, Fragment):
+                if not context.stopping:
+                    context.invoke(server.on_fragment, client, client, event)
+            elif isinstance(event, CloseReceived):
+                context.invoke(server.on_close, client, client, event.code, event.reason)
+            elif isinstance(event, Failure):
+                context.report_error(client, ProtocolError(event.reason, event.code))
+            if self.stream.closed:
+                return  # a callback stopped the server or dropped us: on_client_closed already ran
+        if ws.state is State.CLOSED:
+            # The closing handshake is over (or the connection failed): the
+            # server closes TCP first (RFC 6455 section 7.1.1), once what is
+            # queued (replies, then the Close frame) is sent.
+            self._close_stream()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def write_drained(self) -> None:
+        # It caught up: the grace period is over, and it is heard again.
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        if self.opened:
+            self.context.invoke(self.context.server.on_drain, self.client, self.client)
+        if self._over_high_water and self.stream.buffered_amount < self.context.server.write_limit and not self.stream.is_closing:
+            self._over_high_water = False
+            self.stream.resume_reading()
+            self._handle_events()  # what it sent meanwhile, still unparsed
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        for timer in (self._close_timer, self._heartbeat_timer, self._grace_timer):
+            if timer is not None:
+                timer.cancel()
+        self._close_timer = self._heartbeat_timer = self._grace_timer = None
+        context = self.context
+        context.connection_lost(self)
+        client = self.client
+        context.forget_client(client)
+        if client.close_code is None:
+            ws = self.ws
+            # A Close frame of ours that was never answered is no closing
+            # handshake (1006); one that failed the connection tells why it ended.
+            closed = ws.close_received or (ws.close_sent if ws.state is State.CLOSED else None)
+            client.close_code, client.close_reason = closed if closed else (CloseCode.ABNORMAL, "")
+        if self.opened:
+            self.opened = False
+            context.notify("close", client)
+            context.invoke(context.server.on_client_closed, client, client)
+
+    # -- output ------------------------------------------------------------
+
+    def send_prepared(self, message: PreparedMessage) -> bool:
+        """Queue a message; False if the connection no longer takes any
+        (closing, closed, or closed now for going past ``max_write_buffer``)."""
+        if not self.is_open or not self._room_for(message.size):
+            return False
+        self.ws.send_prepared(message)
+        self._flush()
+        return True
+
+    def send_frame(self, opcode: int, payload: bytes, fin: bool, rsv1: bool, rsv2: bool, rsv3: bool) -> bool:
+        """Queue one raw frame (see :meth:`Connection.send_frame`)."""
+        if not self.is_open or not self._room_for(len(payload) + _MAX_HEADER):
+            return False
+        self.ws.send_frame(opcode, payload, fin, rsv1, rsv2, rsv3)
+        self._flush()
+        if self.ws.state is State.CLOSING:
+            self._arm_close_timer()  # the application sent a Close frame itself
+        return True
+
+    def start_close(self, code: int, reason: str) -> None:
+        """Send a Close frame and wait (at most ``close_timeout``) for the peer's."""
+        if not self.ws.can_send:
+            return
+        self.ws.send_close(code, reason)
+        self._flush()
+        self._arm_close_timer()
+
+    def shutdown(self) -> None:
+        self.start_close(CloseCode.GOING_AWAY, "server stopping")
+
+    def _room_for(self, size: int) -> bool:
+        """Whether ``size`` more bytes stay within ``max_write_buffer``; if
+        not, the client is closed with 1008 (nothing is dropped silently)."""
+        if self.buffered_amount + size <= self.max_write_buffer:
+            return True
+        self._close_slow_client(BufferError(f"client does not read what it is sent ({self.buffered_amount} bytes waiting)"))
+        return False
+
+    def _flush(self) -> None:
+        """Move what the protocol queued to the socket; watch the high-water mark."""
+        out = self.ws.data_to_send()
+        if not out:
+            return
+        self.stream.write(*out)
+        if not self._over_high_water and self.stream.buffered_amount >= self.context.server.write_limit and self.opened:
+            self._over_high_water = True
+            # A client that does not read what it is sent is not read either
+            # until it catches up: its input makes output (pongs at least).
+            self.stream.pause_reading()
+            grace = self.context.server.write_grace
+            if grace is not None and self.ws.can_send:
+                self._grace_timer = self.context.reactor.call_later(grace, self._grace_expired)
+
+    def _grace_expired(self) -> None:
+        self._grace_timer = None
+        if self.is_open:
+            self._close_slow_client(TimeoutError("client does not read what it is sent"))
+
+    def _close_slow_client(self, error: Exception) -> None:
+        """Close with 1008; the Close frame waits behind the backlog, so
+        ``close_timeout`` drops TCP if the client still does not read."""
+        reason = "client does not read what it is sent"
+        self.client.close_code, self.client.close_reason = CloseCode.POLICY_VIOLATION, reason
+        self.context.report_error(self.client, error)
+        self.start_close(CloseCode.POLICY_VIOLATION, reason)
+
+    def _close_stream(self) -> None:
+        self.stream.close()
+        if not self.stream.closed:
+            self._arm_close_timer()
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self._close_timer = self.context.reactor.call_later(self.context.server.close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        self.stream.abort(TimeoutError("closing handshake timed out"))
+
+    # -- heartbeat ---------------------------------------------------------
+
+    def _arm_heartbeat(self, when: float | None = None) -> None:
+        interval = self.context.server.heartbeat_interval
+        if interval is None or interval <= 0:
+            return
+        if when is None:
+            when = self.last_seen + interval
+        self._heartbeat_timer = self.context.reactor.call_at(when, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        """Ping a client that has been quiet for ``heartbeat_interval``, and
+        drop one that then stays silent for ``heartbeat_timeout``."""
+        self._heartbeat_timer = None
+        if not self.is_open:
+            return
+        server = self.context.server
+        now = self.context.reactor.time()
+        interval = server.heartbeat_interval or 0.0
+        timeout = server.heartbeat_timeout
+        if self._ping_sent_at is not None:
+            if self.last_seen >= self._ping_sent_at:
+                self._ping_sent_at = None
+            elif timeout is not None and now >= self._ping_sent_at + timeout:
+                self._fail(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+                return
+            else:
+                self._arm_heartbeat(self._ping_sent_at + (timeout or interval))
+                return
+        due = self.last_seen + interval
+        if now < due:
+            self._arm_heartbeat(due)
+            return
+        self.ws.send_frame(server.heartbeat_type, as_bytes(server.heartbeat_data))
+        self._flush()
+        if server.heartbeat_type == Opcode.PING and timeout is not None and timeout > 0:
+            self._ping_sent_at = now
+            self._arm_heartbeat(now + min(timeout, interval))
+        else:
+            self._arm_heartbeat(now + interval)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Give up on a peer that does not answer: send a Close frame and drop TCP at once."""
+        self.ws.fail(code, reason)
+        self._flush()
+        self.client.close_code, self.client.close_reason = code, reason
+        self.context.report_error(self.client, TimeoutError(reason))
+        self.stream.abort(TimeoutError(reason))
