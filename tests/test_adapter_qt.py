@@ -302,6 +302,22 @@ def test_the_qt_demo(app: Any, attach: Any) -> None:
 
 
 
+
+def test_a_send_from_a_worker_thread_is_refused_with_the_way_to_hand_it_over(server: Server, attach: Any) -> None:
+    recorder = Recorder(server)
+    attach(server)
+    client = ListeningClient(server.get_url())
+    client.start()
+    qt_until(lambda: len(recorder.opened) == 1 and client.connected.is_set(), what="the client")
+    worker = Worker(server.publish, "from a thread")
+    worker.start()
+    qt_until(lambda: not worker.is_alive(), what="the worker")
+    with pytest.raises(RuntimeError, match="call_soon_threadsafe"):
+        worker.outcome()
+    handed_over = Worker(server.call_soon_threadsafe, server.publish, "handed over")
+    handed_over.start()
+    qt_until(lambda: client.messages == ["handed over"], what="the handed-over message")
+
 # -- the self-test against PySide6 builds that corrupt reference counts -------
 
 

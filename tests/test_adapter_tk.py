@@ -310,7 +310,9 @@ def test_sustained_load_grows_nothing_per_event(root: Any, server: Server, use_f
         worker.start()
         tk_until(root, lambda: not worker.is_alive(), timeout=60, what=f"{count} echoes")
         worker.outcome()
-        tk_until(root, lambda: not server.reactor.has_pending_work() and server.client_count() == 0)
+        # Quiet: no client, no timer (lingering sockets closed), so the
+        # adapter has nothing armed either.
+        tk_until(root, lambda: server.client_count() == 0 and server.next_deadline() is None and not server.reactor.has_pending_work())
 
     def census() -> tuple[int, int, int]:
         gc.collect()
@@ -387,3 +389,19 @@ class TkDemoDriver:
 
 def test_the_tk_demo(root: Any) -> None:
     demo_scenario(TkDemoDriver(root))
+
+
+def test_a_send_from_a_worker_thread_is_refused_with_the_way_to_hand_it_over(root: Any, server: Server) -> None:
+    recorder = Recorder(server)
+    tk_adapter.attach(server, root)
+    client = ListeningClient(server.get_url())
+    client.start()
+    tk_until(root, lambda: len(recorder.opened) == 1 and client.connected.is_set(), what="the client")
+    worker = Worker(server.send, recorder.opened[0], "from a thread")
+    worker.start()
+    tk_until(root, lambda: not worker.is_alive(), what="the worker")
+    with pytest.raises(RuntimeError, match="call_soon_threadsafe"):
+        worker.outcome()
+    handed_over = Worker(server.call_soon_threadsafe, server.send, recorder.opened[0], "handed over")
+    handed_over.start()
+    tk_until(root, lambda: client.messages == ["handed over"], what="the handed-over message")

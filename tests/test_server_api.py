@@ -735,3 +735,23 @@ def test_the_old_extension_hooks_still_work_with_a_warning(server: Server) -> No
     pump_until(server, lambda: closed == [1])
     server.stop()
     assert stopped == [True]
+
+
+@pytest.mark.parametrize("call", ["send", "publish", "send_data", "close", "stop"])
+def test_calls_from_a_thread_that_does_not_poll_are_refused(server: Server, call: str) -> None:
+    recorder = Recorder(server)
+    calls = {
+        "send": lambda: server.send(1, "x"),
+        "publish": lambda: server.publish("x"),
+        "send_data": lambda: server.send_data(1, b"x"),
+        "close": lambda: server.close(1),
+        "stop": lambda: server.stop(),
+    }
+    server.poll(0)  # this thread polls
+    worker = Worker(calls[call])
+    worker.start()
+    worker.join(DEADLINE)
+    with pytest.raises(RuntimeError, match=rf"Server\.{call}\(\) called from a thread that does not poll"):
+        worker.outcome()
+    assert server.started and not recorder.errors
+    calls[call]()  # from the polling thread it is fine

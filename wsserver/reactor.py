@@ -91,7 +91,8 @@ class Stream:
         self.handler: StreamHandler | None = handler
         self.peer_address = _address(sock, "getpeername")
         self._out: collections.deque[memoryview] = collections.deque()
-        self._buffered = 0
+        #: Bytes written but not yet handed to the kernel (read-only).
+        self.buffered_amount = 0
         self._events = selectors.EVENT_READ
         self._closing = False
         self._closed = False
@@ -100,11 +101,6 @@ class Stream:
         self._above_low_water = False
         self._send_deferred = False  # queued in the reactor's list of streams to flush
         reactor._register(sock, self._events, self)
-
-    @property
-    def buffered_amount(self) -> int:
-        """Bytes written but not yet handed to the kernel."""
-        return self._buffered
 
     @property
     def is_closing(self) -> bool:
@@ -124,12 +120,12 @@ class Stream:
             if part:
                 view = memoryview(part).cast("B")
                 self._out.append(view)
-                self._buffered += len(view)
+                self.buffered_amount += len(view)
         if not self._out:
             return
         if was_idle or self._send_deferred:
             deferred = self.reactor._deferred_sends
-            if deferred is not None and self._buffered < self.low_water:
+            if deferred is not None and self.buffered_amount < self.low_water:
                 # Inside a readiness event, with little queued: send once the
                 # event is served, together with what else its callbacks write.
                 if not self._send_deferred:
@@ -140,7 +136,7 @@ class Stream:
             # the selector; the kernel takes what it can before the queue
             # counts against write limits.
             self._send_now()
-        elif self._buffered > self.low_water:
+        elif self.buffered_amount > self.low_water:
             self._above_low_water = True
 
     def _send_now(self) -> None:
@@ -150,7 +146,7 @@ class Stream:
             return
         self._flush()
         if self._out:
-            if self._buffered > self.low_water:
+            if self.buffered_amount > self.low_water:
                 self._above_low_water = True
             self._watch(selectors.EVENT_WRITE, True)
 
@@ -221,7 +217,7 @@ class Stream:
         except OSError as exc:
             self.abort(exc)
             return False
-        self._buffered -= sent
+        self.buffered_amount -= sent
         if sent == len(head):
             out.popleft()
         else:
@@ -231,7 +227,7 @@ class Stream:
             if self._closing:
                 self._finish(None, graceful=True)
                 return False
-        if self._above_low_water and self._buffered <= self.low_water:
+        if self._above_low_water and self.buffered_amount <= self.low_water:
             self._above_low_water = False
             self._notify("write_drained")
         return bool(out) and sent == min(len(head), self.reactor.write_slice)
@@ -265,7 +261,7 @@ class Stream:
             return
         self._closed = True
         self._out.clear()
-        self._buffered = 0
+        self.buffered_amount = 0
         self.reactor._unregister(self.socket)
         if graceful:
             self.reactor._linger(self.socket)

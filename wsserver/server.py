@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
+from threading import get_ident
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -175,7 +175,7 @@ class Server:
             raise RuntimeError("server already started")
         if self.reactor.closed:
             raise RuntimeError("server was shut down")
-        self._owner = threading.get_ident()
+        self._owner = get_ident()
         self._listener = self.reactor.listen(host, port, self._accept, backlog)
 
     @property
@@ -275,12 +275,12 @@ class Server:
     def poll(self, timeout: float = 0.0) -> bool:
         """Do the ready network work and due timers; see :meth:`Reactor.poll`.
         The thread that polls is the one the server belongs to."""
-        self._owner = threading.get_ident()
+        self._owner = get_ident()
         return self.reactor.poll(timeout)
 
     def serve_forever(self) -> None:
         """Poll until :meth:`stop` (for programs without a GUI loop)."""
-        self._owner = threading.get_ident()
+        self._owner = get_ident()
         self.reactor.serve_forever()
 
     def fileno(self) -> int | None:
@@ -301,7 +301,7 @@ class Server:
         (A check costs one ``get_ident()``; handing every call over instead
         would hide the mistake and make ``send()``'s answer unknowable.)"""
         owner = self._owner
-        if owner is not None and owner != threading.get_ident():
+        if owner is not None and owner != get_ident():
             raise RuntimeError(
                 f"Server.{method}() called from a thread that does not poll the server; "
                 f"hand the call over with server.call_soon_threadsafe(server.{method}, ...)"
@@ -319,8 +319,9 @@ class Server:
         take its unsent output past ``max_write_buffer``). Pace big senders
         with ``client.writable``, ``client.buffered_amount`` and ``on_drain``.
         """
-        self._check_thread("send")
-        driver = self._driver(client)
+        if self._owner != get_ident():
+            self._check_thread("send")
+        driver = self._context.websockets.get(client if isinstance(client, int) else client.id)
         return driver is not None and driver.send_prepared(prepare_message(data))
 
     def publish(self, data: Data) -> bool:

@@ -43,6 +43,7 @@ __all__ = ["WebSocketDriver"]
 
 # The most a frame header adds to its payload, server side (no mask).
 _MAX_HEADER = 10
+_OPEN = State.OPEN
 
 
 class WebSocketDriver:
@@ -55,6 +56,7 @@ class WebSocketDriver:
         self.client = client
         self.ws = Connection(server.max_message_size, deliver_fragments=server.on_fragment is not None)
         self.max_write_buffer = context.max_write_buffer
+        self.write_limit = server.write_limit
         self.opened = False  # on_open ran, so on_client_closed is owed
         self.last_seen = context.reactor.time()
         self._ping_sent_at: float | None = None
@@ -112,23 +114,25 @@ class WebSocketDriver:
         context = self.context
         server = context.server
         client = self.client
+        translate = server.translate_message
         # A client over its write limit is not heard until it catches up:
         # what it sent waits, parsed no further (see write_drained).
         while not self._over_high_water and (event := ws.next_event()) is not None:
-            self._flush()  # the protocol's own answers (a pong, a Close echo) first
-            if isinstance(event, Message):
+            if type(event) is Message:
                 if context.stopping:
                     continue
-                if server.translate_message is not None and context.invoke(server.translate_message, client, client, event):
+                if translate is not None and context.invoke(translate, client, client, event):
                     continue
                 context.invoke(server.on_message, client, client, event)
-            elif isinstance(event, Fragment):
+            elif type(event) is Fragment:
                 if not context.stopping:
                     context.invoke(server.on_fragment, client, client, event)
-            elif isinstance(event, CloseReceived):
-                context.invoke(server.on_close, client, client, event.code, event.reason)
-            elif isinstance(event, Failure):
-                context.report_error(client, ProtocolError(event.reason, event.code))
+            else:
+                self._flush()  # the protocol's own answer (a pong, a Close) goes first
+                if isinstance(event, CloseReceived):
+                    context.invoke(server.on_close, client, client, event.code, event.reason)
+                elif isinstance(event, Failure):
+                    context.report_error(client, ProtocolError(event.reason, event.code))
             if self.stream.closed:
                 return  # a callback stopped the server or dropped us: on_client_closed already ran
         if ws.state is State.CLOSED:
@@ -147,7 +151,7 @@ class WebSocketDriver:
             self._grace_timer = None
         if self.opened:
             self.context.invoke(self.context.server.on_drain, self.client, self.client)
-        if self._over_high_water and self.stream.buffered_amount < self.context.server.write_limit and not self.stream.is_closing:
+        if self._over_high_water and self.stream.buffered_amount < self.write_limit and not self.stream.is_closing:
             self._over_high_water = False
             self.stream.resume_reading()
             self._handle_events()  # what it sent meanwhile, still unparsed
@@ -177,15 +181,22 @@ class WebSocketDriver:
     def send_prepared(self, message: PreparedMessage) -> bool:
         """Queue a message; False if the connection no longer takes any
         (closing, closed, or closed now for going past ``max_write_buffer``)."""
-        if not self.is_open or not self._room_for(message.size):
+        ws = self.ws
+        if ws.state is not _OPEN or self.stream.is_closing:
             return False
-        self.ws.send_prepared(message)
+        if self.stream.buffered_amount + ws.held_size + message.size > self.max_write_buffer:
+            self._overflow()
+            return False
+        ws.send_prepared(message)
         self._flush()
         return True
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool, rsv1: bool, rsv2: bool, rsv3: bool) -> bool:
         """Queue one raw frame (see :meth:`Connection.send_frame`)."""
-        if not self.is_open or not self._room_for(len(payload) + _MAX_HEADER):
+        if not self.is_open:
+            return False
+        if self.buffered_amount + len(payload) + _MAX_HEADER > self.max_write_buffer:
+            self._overflow()
             return False
         self.ws.send_frame(opcode, payload, fin, rsv1, rsv2, rsv3)
         self._flush()
@@ -204,21 +215,19 @@ class WebSocketDriver:
     def shutdown(self) -> None:
         self.start_close(CloseCode.GOING_AWAY, "server stopping")
 
-    def _room_for(self, size: int) -> bool:
-        """Whether ``size`` more bytes stay within ``max_write_buffer``; if
-        not, the client is closed with 1008 (nothing is dropped silently)."""
-        if self.buffered_amount + size <= self.max_write_buffer:
-            return True
+    def _overflow(self) -> None:
+        """A message would take the client past ``max_write_buffer``: it is
+        closed with 1008 instead (nothing is dropped silently)."""
         self._close_slow_client(BufferError(f"client does not read what it is sent ({self.buffered_amount} bytes waiting)"))
-        return False
 
     def _flush(self) -> None:
         """Move what the protocol queued to the socket; watch the high-water mark."""
         out = self.ws.data_to_send()
         if not out:
             return
-        self.stream.write(*out)
-        if not self._over_high_water and self.stream.buffered_amount >= self.context.server.write_limit and self.opened:
+        stream = self.stream
+        stream.write(*out)
+        if stream.buffered_amount >= self.write_limit and not self._over_high_water and self.opened:
             self._over_high_water = True
             # A client that does not read what it is sent is not read either
             # until it catches up: its input makes output (pongs at least).

@@ -27,8 +27,7 @@ from __future__ import annotations
 import codecs
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from .events import CloseReceived, Event, Failure, Fragment, Message, Ping, Pong
 from .frames import (
@@ -75,6 +74,10 @@ _CONTINUATION, _TEXT, _BINARY = int(Opcode.CONTINUATION), int(Opcode.TEXT), int(
 _CLOSE, _PING, _PONG = int(Opcode.CLOSE), int(Opcode.PING), int(Opcode.PONG)
 _SENDABLE_OPCODES = frozenset(int(op) for op in Opcode)
 
+# Payload pieces up to this size are sliced out of the input buffer (a small
+# copy is cheaper than a memoryview); larger ones are read through a view.
+_SLICE_LIMIT = 4096
+
 
 class State(enum.Enum):
     OPEN = "open"
@@ -96,8 +99,7 @@ def as_bytes(data: Data) -> bytes:
     return memoryview(data).cast("B").tobytes()
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedMessage:
+class PreparedMessage(NamedTuple):
     """A message encoded once, to be queued on any number of connections
     (:meth:`Connection.send_prepared`): a broadcast shares its bytes."""
 
@@ -108,12 +110,14 @@ class PreparedMessage:
 
 def prepare_message(data: Data) -> PreparedMessage:
     """Encode ``data`` as one unfragmented frame: ``str`` as text, bytes-like as binary."""
-    return _prepare(_TEXT if isinstance(data, str) else _BINARY, as_bytes(data))
+    if isinstance(data, str):
+        return _prepare(_TEXT, data.encode("utf-8"))
+    return _prepare(_BINARY, data if isinstance(data, bytes) else as_bytes(data))
 
 
 def _prepare(opcode: int, payload: bytes) -> PreparedMessage:
     frames = encode_frame(opcode, payload)
-    return PreparedMessage(opcode, frames, sum(map(len, frames)))
+    return PreparedMessage(opcode, frames, len(frames[0]) if len(frames) == 1 else len(frames[0]) + len(payload))
 
 
 def check_frame(opcode: int, length: int, fin: bool) -> None:
@@ -162,8 +166,9 @@ class Connection:
         #: The Close code and reason that this side sent, once sent.
         self.close_sent: tuple[int, str] | None = None
 
-        # Input received and not parsed yet (consumed from the front).
+        # Input received; what is before _input_pos is parsed already.
         self._input = bytearray()
+        self._input_pos = 0
         self._parsing = True  # False once failed or closed: input is ignored
         # The frame whose payload is being read.
         self._header: FrameHeader | None = None
@@ -185,7 +190,8 @@ class Connection:
         # messages sent meanwhile wait behind it, in order.
         self._sending_fragmented: int | None = None
         self._held: list[PreparedMessage] = []
-        self._held_size = 0
+        #: Bytes of whole messages waiting behind a fragmented one being sent.
+        self.held_size = 0
 
     # -- input -----------------------------------------------------------
 
@@ -196,12 +202,15 @@ class Connection:
         ignored.
         """
         if self._parsing:
+            if self._input_pos:
+                del self._input[: self._input_pos]  # cheap: a bytearray shrinks from the front in place
+                self._input_pos = 0
             self._input += data
 
     @property
     def buffered_input(self) -> int:
         """Bytes received and not yet parsed into events."""
-        return len(self._input)
+        return len(self._input) - self._input_pos
 
     def events(self) -> Iterator[Event]:
         """The events of the input received so far, one at a time (see :meth:`next_event`)."""
@@ -218,7 +227,7 @@ class Connection:
         if not self._parsing:
             return None
         buf = self._input
-        pos = 0
+        pos = self._input_pos
         try:
             while True:
                 if self._header is None:
@@ -226,16 +235,28 @@ class Connection:
                     if header is None:
                         return None
                     pos += header.size
+                    length = header.length
+                    if length <= _SLICE_LIMIT and pos + length <= len(buf) and self._is_whole_small_message(header):
+                        # The common case, taken in one go: a small
+                        # unfragmented message that has arrived whole.
+                        pos += length
+                        return self._small_message(header.opcode, masked_copy(buf[pos - length : pos], header.mask))  # type: ignore[arg-type]
                     self._start_frame(header)
-                if self._remaining:
-                    take = min(self._remaining, len(buf) - pos)
-                    if take == 0:
+                remaining = self._remaining
+                if remaining:
+                    take = len(buf) - pos
+                    if take <= 0:
                         return None
-                    with memoryview(buf) as view:
-                        self._payload(view[pos : pos + take])
+                    if take > remaining:
+                        take = remaining
+                    if take <= _SLICE_LIMIT:
+                        self._payload(buf[pos : pos + take])
+                    else:
+                        with memoryview(buf) as view:  # released before the buffer may resize
+                            self._payload(view[pos : pos + take])
                     pos += take
-                    self._remaining -= take
-                    if self._remaining:
+                    self._remaining = remaining = remaining - take
+                    if remaining:
                         return None
                 event = self._end_frame()
                 if event is not None:
@@ -243,9 +264,29 @@ class Connection:
         except ProtocolError as exc:
             return self._fail_on(exc)
         finally:
-            # Consumed input leaves from the front (cheap for a bytearray).
-            if pos:
-                del buf[:pos]
+            self._input_pos = pos
+
+    def _is_whole_small_message(self, header: FrameHeader) -> bool:
+        """Whether ``header`` starts a message that :meth:`_start_frame`
+        would accept and that is one frame (the caller checks its size)."""
+        opcode = header.opcode
+        return (
+            (opcode == _TEXT or opcode == _BINARY)
+            and header.fin
+            and header.mask is not None
+            and not (header.rsv1 or header.rsv2 or header.rsv3)
+            and self._message_type is None
+            and not self.deliver_fragments
+            and (self.max_message_size is None or header.length <= self.max_message_size)
+        )
+
+    def _small_message(self, opcode: int, payload: bytes | bytearray) -> Message:
+        if opcode == _BINARY:
+            return Message(opcode, payload if type(payload) is bytes else bytes(payload))
+        try:
+            return Message(opcode, payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidText("text message is not valid UTF-8") from None
 
     def _start_frame(self, header: FrameHeader) -> None:
         # RFC 6455 section 5.1: a server fails a connection on an unmasked frame.
@@ -272,7 +313,7 @@ class Connection:
         self._remaining = header.length
         self._frame_offset = 0
 
-    def _payload(self, masked: memoryview) -> None:
+    def _payload(self, masked: bytearray | memoryview) -> None:
         """Unmask and take in the next piece of the current frame's payload."""
         header = self._header
         assert header is not None and header.mask is not None
@@ -365,26 +406,25 @@ class Connection:
         self.state = State.CLOSED
         self._parsing = False
         self._input = bytearray()
+        self._input_pos = 0
         self._parts = []
         self._held = []
-        self._held_size = 0
+        self.held_size = 0
 
     # -- output ----------------------------------------------------------
 
     def data_to_send(self) -> list[bytes]:
         """The bytes queued for the peer since the last call, in order."""
-        out, self._outgoing = self._outgoing, []
+        out = self._outgoing
+        if not out:
+            return []
+        self._outgoing = []
         return out
 
     @property
     def can_send(self) -> bool:
         """Whether data frames may still be sent (no Close frame sent yet)."""
         return self.state is State.OPEN
-
-    @property
-    def held_size(self) -> int:
-        """Bytes of whole messages waiting behind a fragmented one being sent."""
-        return self._held_size
 
     def send_text(self, text: str) -> None:
         """Queue a text message."""
@@ -400,7 +440,7 @@ class Connection:
         self._check_open()
         if self._sending_fragmented is not None:
             self._held.append(message)
-            self._held_size += message.size
+            self.held_size += message.size
             return
         self._outgoing.extend(message.frames)
 
@@ -469,7 +509,7 @@ class Connection:
         self._queue_close(code, reason)
         self.state = State.CLOSING
         self._held = []
-        self._held_size = 0
+        self.held_size = 0
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection (RFC 6455 section 7.1.7): queue a Close frame
@@ -492,6 +532,6 @@ class Connection:
 
     def _release_held(self) -> None:
         held, self._held = self._held, []
-        self._held_size = 0
+        self.held_size = 0
         for message in held:
             self._outgoing.extend(message.frames)
