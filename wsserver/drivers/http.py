@@ -45,6 +45,8 @@ class HttpDriver:
         self._body: Iterator[bytes | None] | None = None
         self._framing = BodyFraming.NONE
         self._body_resume: Timer | None = None
+        # Runs while an event stream has more than write_limit waiting.
+        self._grace_timer: Timer | None = None
         self._keep_alive = True
         self._upgraded = False
         # The request timeout (from accept, or from a request's first byte)
@@ -88,9 +90,16 @@ class HttpDriver:
     def write_drained(self) -> None:
         if self._body is not None and self._pump_body():
             self._serve_requests()  # pipelined requests waiting behind a streamed answer
+        body = self._body
+        if self._grace_timer is not None and (not isinstance(body, EventStream) or body.buffered_amount <= self.context.server.write_limit):
+            self._grace_timer.cancel()  # it caught up
+            self._grace_timer = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._set_timer(None)
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
         self._release_body()
         self.context.connection_lost(self)
 
@@ -156,8 +165,7 @@ class HttpDriver:
             self._response_done()
             return
         if isinstance(self._body, EventStream):
-            stream = self.stream
-            self._body._attach(self._resume_body_now, lambda: stream.buffered_amount, self.context.server.write_limit)
+            self._body.attach(_EventStreamSink(self))
         self._pump_body()
 
     def _response_done(self) -> None:
@@ -209,6 +217,18 @@ class HttpDriver:
     def _resume_body_now(self) -> None:
         if self._body is not None and self._pump_body():
             self._serve_requests()
+
+    def _event_stream_backed_up(self) -> None:
+        grace = self.context.server.write_grace
+        if grace is not None and self._grace_timer is None:
+            self._grace_timer = self.reactor.call_later(grace, self._end_slow_stream, TimeoutError("client does not read its event stream"))
+
+    def _end_slow_stream(self, error: Exception) -> None:
+        """End the connection of an event stream whose client does not read
+        (its grace expired, or an event would pass ``max_write_buffer``)."""
+        self._grace_timer = None
+        self.context.report_error(None, error)
+        self.stream.abort(error)
 
     def _release_body(self) -> None:
         """Forget the streamed body, closing it (a file, an event stream) if it can be."""
@@ -266,3 +286,25 @@ class HttpDriver:
         driver = WebSocketDriver(context, self.stream, client)
         context.upgraded(self, driver)
         driver.open(self.parser.take_buffered())
+
+
+class _EventStreamSink:
+    """The HTTP connection as the :class:`EventStream` it sends sees it."""
+
+    def __init__(self, driver: HttpDriver) -> None:
+        self._driver = driver
+        self.write_limit = driver.context.server.write_limit
+        self.max_buffer = driver.context.max_write_buffer
+
+    @property
+    def unsent(self) -> int:
+        return self._driver.stream.buffered_amount
+
+    def resume(self) -> None:
+        self._driver._resume_body_now()
+
+    def backed_up(self) -> None:
+        self._driver._event_stream_backed_up()
+
+    def overflow(self) -> None:
+        self._driver._end_slow_stream(BufferError(f"client does not read its event stream ({self.unsent} bytes waiting)"))

@@ -149,11 +149,13 @@ class WebSocketDriver:
         if self._grace_timer is not None:
             self._grace_timer.cancel()
             self._grace_timer = None
-        if self.opened:
-            self.context.invoke(self.context.server.on_drain, self.client, self.client)
-        if self._over_high_water and self.stream.buffered_amount < self.write_limit and not self.stream.is_closing:
+        resumed = self._over_high_water and self.stream.buffered_amount < self.write_limit and not self.stream.is_closing
+        if resumed:
             self._over_high_water = False
             self.stream.resume_reading()
+        if self.opened:
+            self.context.invoke(self.context.server.on_drain, self.client, self.client)
+        if resumed and not self.stream.is_closing:
             self._handle_events()  # what it sent meanwhile, still unparsed
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -17,23 +17,49 @@ A route handler returns an :class:`EventStream` and keeps it::
 
 Like the rest of the server, a stream is used from the polling thread
 (another thread hands work over with ``server.call_soon_threadsafe``).
-The stream never buffers without bound: events wait in the stream only
-while the connection is backed up, and :meth:`EventStream.send` refuses new
-ones (returns False) once ``write_limit`` bytes are waiting. It ends when
-the application calls :meth:`EventStream.close` or the client goes away.
+
+A stream that stays open never skips an event: events wait in the stream
+while the connection is backed up and go out in order. Memory is bounded by
+ending the stream, as for a WebSocket client: once more than the server's
+``write_limit`` waits, the client has ``write_grace`` to catch up, and an
+event that would take it past ``max_write_buffer`` ends it at once. It also
+ends when the application calls :meth:`EventStream.close` or the client goes
+away; :meth:`EventStream.send` returns False only once it has ended.
 """
 
 from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["EventStream"]
+__all__ = ["EventStream", "StreamSink"]
 
-#: Bytes an event stream may hold before its connection adopts it (the
-#: connection's ``write_limit`` applies after that).
+#: Bytes an event stream may hold before a connection adopts it (the
+#: connection's ``max_write_buffer`` applies after that).
 DEFAULT_LIMIT = 1024 * 1024
+
+
+class StreamSink(Protocol):
+    """The connection that sends an :class:`EventStream`, as the stream sees it."""
+
+    #: Bytes the stream may have waiting before the connection starts ``write_grace``.
+    write_limit: int
+    #: Bytes beyond which the stream ends instead of queueing more.
+    max_buffer: int
+
+    @property
+    def unsent(self) -> int:
+        """Bytes the connection took from the stream and has not sent yet."""
+
+    def resume(self) -> None:
+        """Pull queued chunks again (the stream has something to send)."""
+
+    def backed_up(self) -> None:
+        """More than ``write_limit`` waits: the client's grace period starts."""
+
+    def overflow(self) -> None:
+        """An event would go past ``max_buffer``: end the connection."""
 
 
 class EventStream:
@@ -54,9 +80,7 @@ class EventStream:
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
         self._closed = False
-        self._limit = DEFAULT_LIMIT
-        self._resume: Callable[[], None] | None = None
-        self._backlog: Callable[[], int] = lambda: 0
+        self._sink: StreamSink | None = None
         if retry is not None:
             self._put(f"retry: {int(retry)}\n\n".encode())
 
@@ -68,13 +92,14 @@ class EventStream:
     @property
     def buffered_amount(self) -> int:
         """Bytes of events not yet handed to the kernel."""
-        return self._queued + self._backlog()
+        return self._queued + (self._sink.unsent if self._sink is not None else 0)
 
     def send(self, data: str, event: str | None = None, id: str | None = None) -> bool:
         """Send one event; ``data`` may have several lines.
 
-        False if the stream is closed, or if the client is so slow that
-        ``write_limit`` bytes already wait for it (the event is dropped).
+        True when it is queued: it goes out in order, or the stream ends.
+        False once the stream has ended, including when this event would
+        have taken a client that does not read past ``max_write_buffer``.
         """
         fields = []
         if event is not None:
@@ -104,23 +129,32 @@ class EventStream:
             self.on_close(self)
 
     def _put(self, payload: bytes) -> bool:
-        if self._closed or self.buffered_amount + len(payload) > self._limit:
+        if self._closed:
+            return False
+        sink = self._sink
+        if self.buffered_amount + len(payload) > (DEFAULT_LIMIT if sink is None else sink.max_buffer):
+            # Never skip an event: end the stream instead.
+            if sink is None:
+                self.close()
+            else:
+                sink.overflow()
             return False
         self._queue.append(payload)
         self._queued += len(payload)
         self._wake()
+        if sink is not None and self.buffered_amount > sink.write_limit:
+            sink.backed_up()
         return True
 
     def _wake(self) -> None:
-        if self._resume is not None:
-            self._resume()
+        if self._sink is not None:
+            self._sink.resume()
 
     # -- the connection's side -------------------------------------------
 
-    def _attach(self, resume: Callable[[], None], backlog: Callable[[], int], limit: int) -> None:
-        """Adopted by a connection: ``resume()`` makes it pull chunks again,
-        ``backlog()`` is its unsent byte count, ``limit`` its write limit."""
-        self._resume, self._backlog, self._limit = resume, backlog, limit
+    def attach(self, sink: StreamSink) -> None:
+        """Adopted by the connection that sends it (called by the server)."""
+        self._sink = sink
 
     def __iter__(self) -> EventStream:
         return self
