@@ -167,3 +167,73 @@ def test_the_builtin_chat_page_echoes_what_is_typed(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert outcome == {"state": "connected", "seen": ["texthello page", "binary9 bytes: bytes too"]}
+
+
+# The scenario of the "no silent loss" issue, from a real browser: the page
+# sends a 4 MiB text message; the server echoes it (which alone puts the
+# page over the default write_limit) and, in the same callback, publishes
+# "status". Once the page has the echo it says so and the server closes it:
+# what the page received before the Close frame is everything it will get.
+BIG_ECHO_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>big echo</title>
+<script>
+"use strict";
+window.outcome = new Promise((resolve, reject) => {
+  const big = "0123456789abcdef".repeat(262144);  // 4 MiB of ASCII
+  const received = [];
+  const ws = new WebSocket(`ws://${location.host}/big`);
+  ws.onerror = () => reject(new Error("websocket error"));
+  ws.onopen = () => ws.send(big);
+  ws.onmessage = (event) => {
+    const data = event.data;
+    if (data === big) received.push("the 4 MiB echo, intact");
+    else if (data.length <= 100) received.push(data);
+    else received.push(`${data.length} characters, not the echo`);
+    if (received.length === 1) ws.send("got the echo");
+  };
+  ws.onclose = (event) => resolve({ received, close: [event.code, event.reason, event.wasClean] });
+});
+</script>
+<p>big echo</p>
+"""
+
+BIG = "0123456789abcdef" * (4 * 1024 * 1024 // 16)
+
+
+def test_a_publish_after_a_big_echo_reaches_the_page_after_it(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(BIG_ECHO_PAGE)
+    server = Server(root=site)  # default limits
+    recorder = Recorder(server)
+    returned: list[tuple[bool, bool]] = []
+
+    def on_message(client: Client, message: Message) -> None:
+        recorder.messages.append((client, message))
+        if message.data == "got the echo":
+            client.close(1000, "bye")
+        else:
+            returned.append((client.send(message.data), server.publish("status")))
+
+    server.on_message = on_message
+    server.start("127.0.0.1", 0)
+    url = server.http_server.get_url("/")
+
+    def browse() -> Any:
+        with Chromium(tmp_path / "profile", DEADLINE) as browser:
+            session = browser.open(url)
+            return browser.evaluate(session, "window.outcome")
+
+    try:
+        outcome = run_client(server, browse, timeout=DEADLINE * 2)
+        pump_until(server, recorder.all_closed, what="the page's socket to close")
+    finally:
+        server.stop()
+    assert outcome == {"received": ["the 4 MiB echo, intact", "status"], "close": [1000, "bye", True]}
+    assert returned == [(True, True)], "send() or publish() did not take the message for an open client"
+    first, second = (m.data for _, m in recorder.messages)
+    assert first == BIG and second == "got the echo"
+    (client,) = recorder.opened
+    assert client.close_code == 1000
+    recorder.check_invariants()
