@@ -29,7 +29,17 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import TypedDict
+
     from wsserver import Server
+
+    class PumpOptions(TypedDict, total=False):
+        """The keyword options of :class:`Pump`, as a subclass passes them on."""
+
+        use_fileno: bool
+        busy_interval: float
+        idle_interval: float
+        linger: float
 
 __all__ = ["Pump", "milliseconds"]
 

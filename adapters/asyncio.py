@@ -25,12 +25,17 @@ Callbacks run on the loop's thread and must not block it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._pump import Pump
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from wsserver import Server
+
+    from ._pump import PumpOptions
 
 __all__ = ["attach", "AsyncioPump"]
 
@@ -38,8 +43,8 @@ __all__ = ["attach", "AsyncioPump"]
 class AsyncioPump(Pump):
     """The handle :func:`attach` returns; :meth:`detach` stops pumping."""
 
-    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop, **options: object) -> None:
-        super().__init__(server, **options)  # type: ignore[arg-type]
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop, **options: Unpack[PumpOptions]) -> None:
+        super().__init__(server, **options)
         self.loop = loop
         self._step: asyncio.Handle | None = None
         self._deadline: asyncio.Handle | None = None
@@ -65,14 +70,14 @@ class AsyncioPump(Pump):
         self._deadline = None
         self._on_deadline_timer()
 
-    def _rearm(self, handle: asyncio.Handle | None, delay: float | None, callback: object) -> asyncio.Handle | None:
+    def _rearm(self, handle: asyncio.Handle | None, delay: float | None, callback: Callable[[], None]) -> asyncio.Handle | None:
         if handle is not None:
             handle.cancel()
         if delay is None:
             return None
         if delay == 0:
-            return self.loop.call_soon(callback)  # type: ignore[arg-type]
-        return self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+            return self.loop.call_soon(callback)
+        return self.loop.call_later(delay, callback)
 
 
 def attach(

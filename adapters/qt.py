@@ -34,7 +34,11 @@ from PySide6.QtCore import QCoreApplication, QSocketNotifier, Qt, QTimer
 from ._pump import Pump, milliseconds
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from wsserver import Server
+
+    from ._pump import PumpOptions
 
 __all__ = ["attach", "check_pyside", "BrokenPySideError", "QtPump"]
 
@@ -85,8 +89,8 @@ def check_pyside() -> None:
 class QtPump(Pump):
     """The handle :func:`attach` returns; :meth:`detach` stops pumping."""
 
-    def __init__(self, server: Server, app: QCoreApplication, *, stop_on_quit: bool = True, **options: object) -> None:
-        super().__init__(server, **options)  # type: ignore[arg-type]
+    def __init__(self, server: Server, app: QCoreApplication, *, stop_on_quit: bool = True, **options: Unpack[PumpOptions]) -> None:
+        super().__init__(server, **options)
         self.app = app
         self.stop_on_quit = stop_on_quit
         self._notifier: QSocketNotifier | None = None
@@ -134,7 +138,7 @@ class QtPump(Pump):
 _attached: set[QtPump] = set()
 
 
-def _single_shot(callback: object, kind: Qt.TimerType) -> QTimer:
+def _single_shot(callback: Callable[[], None], kind: Qt.TimerType) -> QTimer:
     timer = QTimer()
     timer.setSingleShot(True)
     timer.setTimerType(kind)

@@ -24,7 +24,11 @@ from typing import TYPE_CHECKING
 from ._pump import Pump, milliseconds
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from wsserver import Server
+
+    from ._pump import PumpOptions
 
 __all__ = ["attach", "TkPump"]
 
@@ -32,11 +36,11 @@ __all__ = ["attach", "TkPump"]
 class TkPump(Pump):
     """The handle :func:`attach` returns; :meth:`detach` stops pumping."""
 
-    def __init__(self, server: Server, root: tkinter.Misc, *, stop_on_destroy: bool = True, **options: object) -> None:
+    def __init__(self, server: Server, root: tkinter.Misc, *, stop_on_destroy: bool = True, **options: Unpack[PumpOptions]) -> None:
         # createfilehandler exists only where Tcl can watch descriptors (Unix).
         if not hasattr(root.tk, "createfilehandler"):
             options["use_fileno"] = False
-        super().__init__(server, **options)  # type: ignore[arg-type]
+        super().__init__(server, **options)
         self.root = root
         self.stop_on_destroy = stop_on_destroy
         self._step_id: str | None = None

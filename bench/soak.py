@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
 from swarm import Swarm, raise_open_file_limit
-
 from wsserver import Client, Server
 
 PAD = "." * 80
@@ -153,10 +152,10 @@ def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float 
         group = open_group()
         for wave in range(waves):
             wave_quota = published + per_wave
-            pump(lambda: all(c.opened for c in group), f"wave {wave} to open")
+            pump(lambda: all(c.opened for c in group), f"wave {wave} to open")  # noqa: B023  (pump() calls it before the loop moves on)
             leaving, group = group, open_group()
             close_group(leaving)
-            pump(lambda: all(c.tcp_closed for c in leaving) and all(c.opened for c in group), f"wave {wave} to turn over")
+            pump(lambda: all(c.tcp_closed for c in leaving) and all(c.opened for c in group), f"wave {wave} to turn over")  # noqa: B023  (likewise)
             result.peak_bytes = max(result.peak_bytes, tracemalloc.get_traced_memory()[0])
         wave_quota = published + per_wave
         pump(lambda: published >= wave_quota, "the last messages")

@@ -510,9 +510,7 @@ def serve_wsproto(port_out, broadcast: bool) -> None:
                             for target in (list(peers) if broadcast else [sock]):
                                 target_ws = peers[target]["ws"]
                                 write(target, target_ws.send(kind(data=data)))
-                    elif isinstance(event, Ping):
-                        write(sock, ws.send(event.response()))
-                    elif isinstance(event, CloseConnection):
+                    elif isinstance(event, (Ping, CloseConnection)):
                         write(sock, ws.send(event.response()))
 
 
@@ -783,7 +781,7 @@ def main() -> None:
     results: dict = {}
     # Rounds go over every server in turn, so that other work on the machine
     # slows them alike; each keeps its best round.
-    for round_ in range(args.repeat):
+    for _round in range(args.repeat):
         for scenario in scenarios:
             for name in servers:
                 key = (scenario.name, name)

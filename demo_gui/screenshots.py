@@ -22,7 +22,8 @@ import tempfile
 import threading
 import time
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -73,10 +74,9 @@ def start_room(window: Any) -> None:
 def tk_screenshots() -> None:
     import tkinter
 
-    from xvfb import Xvfb
-
     import tk_demo
     from wsserver.adapters import tk as tk_adapter
+    from xvfb import Xvfb
 
     with tempfile.TemporaryDirectory() as fbdir, Xvfb(size="1024x768x24", fbdir=fbdir):
         root = tkinter.Tk()

@@ -10,7 +10,8 @@ import importlib
 import json
 import pathlib
 import sys
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from conftest import DEADLINE, Worker
 from guiclients import ListeningClient, start_clients

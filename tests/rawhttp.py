@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from conftest import DEADLINE, run_client
-
 from wsserver import Server
 
 

@@ -334,7 +334,6 @@ class Harness:
 
     def __init__(self, caplog: Any, healthy: bool = True, **options: Any) -> None:
         from conftest import Recorder
-
         from wsserver import Server
 
         self.caplog = caplog

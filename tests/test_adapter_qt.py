@@ -15,7 +15,8 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 

@@ -19,11 +19,11 @@ import itertools
 import socket
 
 import pytest
+from websockets.sync.client import connect
+
 from conftest import driver_of
 from rawws import handshake_request
 from swarm import Harness, Swarm, raise_open_file_limit
-from websockets.sync.client import connect
-
 from wsserver import Client
 
 MESSAGE = "m" * 1000

@@ -35,7 +35,11 @@ def test_keep_alive_serves_many_requests_on_one_connection(routes: Server) -> No
     def client() -> list[tuple[int, bytes]]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
         results = []
-        for method, path, body in [("GET", "/hello", None), ("POST", "/echo", b"x" * 1000), ("GET", "/file.bin", None), ("HEAD", "/file.bin", None), ("GET", "/stream", None), ("GET", "/missing", None), ("GET", "/whoami", None), ("GET", "/whoami", None)]:
+        requests = [
+            ("GET", "/hello", None), ("POST", "/echo", b"x" * 1000), ("GET", "/file.bin", None), ("HEAD", "/file.bin", None),
+            ("GET", "/stream", None), ("GET", "/missing", None), ("GET", "/whoami", None), ("GET", "/whoami", None),
+        ]
+        for method, path, body in requests:
             conn.request(method, path, body=body)
             response = conn.getresponse()
             results.append((response.status, response.read()))
@@ -199,7 +203,7 @@ def test_headers_one_byte_at_a_time(routes: Server, monkeypatch: pytest.MonkeyPa
     with connect(routes.get_local_ip()[1]) as sock:
         for i in range(len(request)):
             sock.sendall(request[i : i + 1])
-            pump_until(routes, lambda: len(reads) == i + 1, what=f"byte {i}")
+            pump_until(routes, lambda: len(reads) == i + 1, what=f"byte {i}")  # noqa: B023  (pump_until calls it before the loop moves on)
         reader = Worker(read_response, sock.makefile("rb"))
         reader.start()
         pump_until(routes, lambda: not reader.is_alive(), what="the answer")

@@ -14,6 +14,9 @@ import socket
 import struct
 
 import pytest
+from websockets.exceptions import ConnectionClosedOK
+
+from conftest import driver_of
 from rawws import (
     client_frame,
     close_payload,
@@ -21,10 +24,7 @@ from rawws import (
     read_frame,
     read_http_head,
 )
-from conftest import driver_of
 from swarm import Harness, HealthyClient, RawSockets, Swarm, raise_open_file_limit
-from websockets.exceptions import ConnectionClosedOK
-
 from wsserver import Client
 from wsserver.protocol import CloseCode, Opcode
 
@@ -283,7 +283,7 @@ def test_endless_fragmented_message_fails_with_1009(harness):
     piece = b"a" * 1024
     frames = [client_frame(Opcode.TEXT, piece, fin=False)]
     sent_bytes = 0
-    for n in range(10_000):
+    for _ in range(10_000):
         if client.is_closed:
             break
         frames.append(client_frame(Opcode.CONTINUATION, piece, fin=False))

@@ -15,10 +15,10 @@ import struct
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from rawws import client_frame, receive
 from wsproto.frame_protocol import FrameProtocol, ParseFailed
 from wsproto.frame_protocol import Opcode as WsprotoOpcode
 
+from rawws import client_frame, receive
 from wsserver.protocol import (
     Connection,
     Failure,

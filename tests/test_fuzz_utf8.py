@@ -13,8 +13,8 @@ import struct
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from rawws import client_frame, receive
 
+from rawws import client_frame, receive
 from wsserver.protocol import Connection, Failure, Fragment, Message
 from wsserver.protocol.events import CloseReceived
 

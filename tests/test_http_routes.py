@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import run_client
 from rawhttp import exchange, fetch
-
 from wsserver import Server
 from wsserver.http import Request, Response
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import DEADLINE, run_client
 from rawhttp import fetch
-
 from wsserver import Server
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every byte value

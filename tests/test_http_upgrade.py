@@ -37,9 +37,8 @@ def test_websocket_paths_limit_where_upgrades_happen(server: Server, recorder: R
     server.http_server.route("/", handler=lambda request: "page")
 
     def client() -> tuple[int, bool, str]:
-        with pytest.raises(InvalidStatus) as refused:
-            with connect(ws_url(server, "/")):
-                pass
+        with pytest.raises(InvalidStatus) as refused, connect(ws_url(server, "/")):
+            pass
         with connect(ws_url(server, "/ws")) as ws:
             opened = ws.protocol.state.name == "OPEN"
         with urllib.request.urlopen(server.http_server.get_url("/"), timeout=DEADLINE) as response:
@@ -57,9 +56,8 @@ def test_a_refusal_uses_the_custom_error_page(server: Server, recorder: Recorder
     server.on_upgrade_to_websocket = lambda client, request, response, protocol, origin: response.error_status(403)
 
     def client() -> tuple[int, bytes, str]:
-        with pytest.raises(InvalidStatus) as refused:
-            with connect(ws_url(server, "/private")):
-                pass
+        with pytest.raises(InvalidStatus) as refused, connect(ws_url(server, "/private")):
+            pass
         response = refused.value.response
         return response.status_code, response.body, response.headers["Content-Type"]
 

@@ -10,12 +10,12 @@ import re
 import socket
 
 import pytest
-from conftest import run_client
-from rawws import handshake_request, read_http_head
-from swarm import Harness
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
+from conftest import run_client
+from rawws import handshake_request, read_http_head
+from swarm import Harness
 from wsserver import Server
 
 #: Every limit option and its default; the README table must say the same.

@@ -20,12 +20,12 @@ import struct
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect
+
 from conftest import DEADLINE, Worker, driver_of, pump_until, run_client
 from rawhttp import read_response, request_bytes
 from rawws import client_frame, close_payload, handshake_request
 from swarm import Harness
-from websockets.sync.client import connect
-
 from wsserver import Client, Server
 from wsserver.http import Request
 from wsserver.http.sse import EventStream

@@ -47,7 +47,7 @@ class Xvfb:
         if self.fbdir is not None:
             command += ["-fbdir", self.fbdir]
         # Xvfb's messages go to a file: a pipe nobody reads could fill and block it.
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the server; closed by stop())
         try:
             self._process = subprocess.Popen(command, pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=self._log)
         finally:

@@ -22,7 +22,8 @@ import logging
 import selectors
 import socket
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 __all__ = ["Reactor", "Stream", "StreamHandler", "Timer", "Listener"]
 
@@ -36,7 +37,7 @@ class Timer:
 
     __slots__ = ("when", "callback", "args", "cancelled", "_reactor")
 
-    def __init__(self, when: float, callback: Callable[..., Any], args: tuple, reactor: Reactor | None = None) -> None:
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple[Any, ...], reactor: Reactor | None = None) -> None:
         self.when = when
         self.callback: Callable[..., Any] | None = callback
         self.args = args
@@ -351,7 +352,7 @@ class Listener:
             self.socket.close()
 
 
-def _address(sock: socket.socket, which: str) -> tuple:
+def _address(sock: socket.socket, which: str) -> tuple[Any, ...]:
     try:
         address = getattr(sock, which)()
     except OSError:
@@ -385,7 +386,7 @@ class Reactor:
         self._ready: dict[Any, int] = {}
         # While an event is served: the streams written to, sent after it.
         self._deferred_sends: list[Stream] | None = None
-        self._calls: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
+        self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 import socket
-from threading import get_ident
 import warnings
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
 
 from .client import Client, UpgradeResponse

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from .headers import Headers
@@ -40,7 +41,7 @@ class Request:
     version: str
     headers: Headers
     body: bytes = b""
-    client_address: tuple | None = None
+    client_address: tuple[Any, ...] | None = None
     path: str = field(init=False)
     raw_path: str = field(init=False)
     query_string: str = field(init=False)

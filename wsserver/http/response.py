@@ -19,7 +19,7 @@ SERVER_NAME = "wsserver"
 #: pulled one at a time while the connection can take more (an
 #: :class:`~wsserver.http.sse.EventStream` yields None while it has nothing
 #: to send, and restarts the pull itself when it has).
-Body = Union[bytes, Iterable[Optional[bytes]]]
+Body = Union[bytes, Iterable[Optional[bytes]]]  # noqa: UP007, UP045  (a runtime alias: kept a typing.Union)
 
 
 def reason_phrase(status: int) -> str:

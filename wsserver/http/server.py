@@ -27,11 +27,11 @@ __all__ = ["HttpServer", "Handler", "HandlerResult", "ErrorPage", "to_response"]
 
 #: What a route handler may return: text, bytes, JSON-able dict/list, a
 #: Response, an EventStream, or None (204).
-HandlerResult = Union[str, bytes, dict, list, Response, EventStream, None]
+HandlerResult = Union[str, bytes, dict[Any, Any], list[Any], Response, EventStream, None]  # noqa: UP007  (a runtime alias: kept a typing.Union)
 Handler = Callable[[Request], HandlerResult]
 #: A custom error page: a file under the root, or ``(request, status) -> result``
 #: (``request`` is None for errors outside routing: a bad request, a timeout, a refused upgrade).
-ErrorPage = Union[str, Callable[[Union[Request, None], int], HandlerResult]]
+ErrorPage = Union[str, Callable[[Union[Request, None], int], HandlerResult]]  # noqa: UP007  (a runtime alias: kept a typing.Union)
 
 #: Methods this server knows; any other gets 501 Not Implemented.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})

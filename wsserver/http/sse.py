@@ -112,7 +112,7 @@ class EventStream:
     def comment(self, text: str = "") -> bool:
         """Send a comment line, which browsers ignore: a keep-alive that
         lets a dead connection be noticed."""
-        return self._put(f": {_single_line(text)}\n\n".encode("utf-8"))
+        return self._put(f": {_single_line(text)}\n\n".encode())
 
     def close(self) -> None:
         """End the stream: the events already queued are still sent, then

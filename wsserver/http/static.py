@@ -65,7 +65,7 @@ class FileBody:
     closes it when the answer ends or is abandoned."""
 
     def __init__(self, fd: int, offset: int, length: int) -> None:
-        self._file = open(fd, "rb", buffering=0)  # closed by close()
+        self._file = open(fd, "rb", buffering=0)  # noqa: SIM115  (closed by close(), when the answer ends)
         self._file.seek(offset)
         self._remaining = length
 

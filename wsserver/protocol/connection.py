@@ -61,7 +61,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 #: What can be sent as a message: ``str`` as text; any bytes-like object
 #: (bytes, bytearray, memoryview, array, ctypes structure) as binary.
-Data = Union[str, bytes, bytearray, memoryview, Any]
+Data = Union[str, bytes, bytearray, memoryview, Any]  # noqa: UP007  (a runtime alias: kept a typing.Union)
 
 # The stdlib's incremental UTF-8 decoding step: it decodes what is complete
 # and reports how much it consumed, leaving a split sequence for the next
@@ -239,6 +239,8 @@ class Connection:
                     if length <= _SLICE_LIMIT and pos + length <= len(buf) and self._is_whole_small_message(header):
                         # The common case, taken in one go: a small
                         # unfragmented message that has arrived whole.
+                        # (The ignore: _is_whole_small_message checked that
+                        # header.mask is not None, which mypy cannot see.)
                         pos += length
                         return self._small_message(header.opcode, masked_copy(buf[pos - length : pos], header.mask))  # type: ignore[arg-type]
                     self._start_frame(header)
@@ -376,7 +378,8 @@ class Connection:
         if self._message_type == _TEXT:
             return "".join(parts)
         if len(parts) == 1 and type(parts[0]) is bytes:
-            return parts[0]  # type: ignore[no-any-return]
+            whole: bytes = parts[0]
+            return whole
         return b"".join(parts)  # also turns a lone bytearray into bytes
 
     def _control_frame(self, opcode: int, payload: bytes) -> Event:

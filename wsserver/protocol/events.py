@@ -69,4 +69,4 @@ class Failure:
     reason: str
 
 
-Event = Union[Message, Fragment, Ping, Pong, CloseReceived, Failure]
+Event = Union[Message, Fragment, Ping, Pong, CloseReceived, Failure]  # noqa: UP007  (a runtime alias: kept a typing.Union)
