@@ -13,6 +13,8 @@ bounded in time and count) drives one scenario:
   small    50 clients sending small text messages, 10 in flight each
   large    8 MiB binary messages back to back, each echoed
   connect  500 WebSocket connections opened and closed, 16 at a time
+  burst    one raw connection pipelining masked 60-byte text frames as fast
+           as the socket takes them (reading the echoes as they come)
 
 Reported per scenario: tick lateness p50/p99/max, the load's throughput,
 and how long the adapter's poll() steps took (p99/max of wall time, and the
@@ -36,7 +38,7 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TICK = 0.005
-SCENARIOS = ("idle", "small", "large", "connect")
+SCENARIOS = ("idle", "small", "large", "connect", "burst")
 TARGET_P99, TARGET_MAX = 5.0, 20.0  # milliseconds
 
 # -- the load process -----------------------------------------------------------
@@ -112,8 +114,19 @@ async def load_idle(url: str, seconds: float, clients: int = 50) -> dict[str, An
     return {"messages": 0, "seconds": seconds}
 
 
+async def load_burst(url: str, seconds: float) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fairness import flood
+
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    started = time.monotonic()
+    rate = flood(port, seconds)["echoed_per_s"]
+    elapsed = time.monotonic() - started
+    return {"messages": int(rate * elapsed), "seconds": elapsed}
+
+
 def run_load(scenario: str, url: str, seconds: float) -> None:
-    load = {"small": load_small, "large": load_large, "connect": load_connect, "idle": load_idle}[scenario]
+    load = {"small": load_small, "large": load_large, "connect": load_connect, "idle": load_idle, "burst": load_burst}[scenario]
     result = asyncio.run(load(url, seconds))
     print(json.dumps(result), flush=True)
 
@@ -269,7 +282,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             )
             continue
         rate = row["messages"] / row["seconds"] if row["seconds"] else 0.0
-        unit = {"small": "messages/s echoed", "large": "8 MiB messages/s echoed", "connect": "connections/s"}[row["scenario"]]
+        unit = {"small": "messages/s echoed", "large": "8 MiB messages/s echoed", "connect": "connections/s", "burst": "messages/s echoed (one client)"}[row["scenario"]]
         extra = f" ({row['mib_per_s']:.0f} MiB/s each way)" if "mib_per_s" in row else ""
         lines.append(
             f"| {row['scenario']} | {row['p50']:.2f} / {row['p99']:.2f} / {row['max']:.2f} | "

@@ -145,7 +145,7 @@ def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float 
         pump(lambda: server.client_count() == 1 and all(c.tcp_closed for c in group), "warm-up clients to close")
         # Ended for the application, and for the kernel: a gracefully closed
         # socket lingers until the client's FIN is read.
-        pump(lambda: server.connection_count() == 1 and not server.reactor._lingering, "every warm-up connection to end")
+        pump(lambda: server.connection_count() == 1 and not server.reactor.lingering, "every warm-up connection to end")
         warm_up = len(swarm.clients)
         result.baseline_bytes, result.baseline_blocks = measure()
 
@@ -161,7 +161,7 @@ def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float 
         pump(lambda: published >= wave_quota, "the last messages")
         close_group(group)
         pump(lambda: server.client_count() == 1 and all(c.tcp_closed for c in group), "the last clients to close")
-        pump(lambda: server.connection_count() == 1 and not server.reactor._lingering, "every TCP connection to end")
+        pump(lambda: server.connection_count() == 1 and not server.reactor.lingering, "every TCP connection to end")
         result.after_bytes, result.after_blocks = measure()
         close_group(resident)
         pump(lambda: server.client_count() == 0 and resident[0].tcp_closed, "the resident client to close")

@@ -4,6 +4,7 @@ body, timeouts, and a client that sends its request one byte at a time."""
 
 from __future__ import annotations
 
+import collections
 import http.client
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,38 @@ def test_pipelining_during_an_endless_answer_is_not_read_without_bound(server: S
         limit = 8 * 1024 + server.max_header_bytes + server.reactor.read_size
         assert sum(received) - len(request_bytes("GET", "/events")) <= limit < sent
         assert streams[0].send("still streaming")
+
+
+def test_ten_thousand_pipelined_requests_are_answered_in_order_a_turn_at_a_time(routes: Server) -> None:
+    """One segment after another of pipelined GETs: every one is answered,
+    in order, and no poll() step answers more than REQUESTS_PER_TURN of them
+    (they are served in a loop, a turn at a time, never by recursion)."""
+    from wsserver.drivers.http import REQUESTS_PER_TURN
+
+    steps = [0]
+    poll = routes.poll
+
+    def counted(timeout: float = 0.0) -> bool:
+        steps[0] += 1
+        return poll(timeout)
+
+    routes.poll = counted  # type: ignore[method-assign]
+    answered_in_step: list[int] = []
+
+    def numbered(request: Any) -> str:
+        answered_in_step.append(steps[0])
+        return request.query.get("n", "")
+
+    routes.http_server.route("/n", handler=numbered)
+    count = 10_000
+
+    def client() -> list[bytes]:
+        with connect(routes.get_local_ip()[1]) as sock:
+            sock.sendall(b"".join(request_bytes("GET", f"/n?n={n}") for n in range(count)))
+            stream = sock.makefile("rb")
+            return [read_response(stream).body for _ in range(count)]
+
+    bodies = run_client(routes, client, timeout=60)
+    assert bodies == [str(n).encode() for n in range(count)]
+    per_step = collections.Counter(answered_in_step)
+    assert max(per_step.values()) <= REQUESTS_PER_TURN, per_step.most_common(3)

@@ -9,6 +9,8 @@ being sent wait behind it instead of interleaving.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -176,3 +178,123 @@ def test_a_client_over_its_write_limit_is_not_heard_until_it_catches_up(make_ser
     pump_until(server, lambda: not worker.is_alive(), what="the client to read everything")
     assert worker.outcome() == [(Opcode.BINARY, True, big)] + [(Opcode.TEXT, True, b"%d" % n) for n in range(5)]
     assert handled == ["fill", "0", "1", "2", "3", "4"]
+
+
+# -- fair turns ---------------------------------------------------------------
+
+
+def count_steps(server: Server) -> list[int]:
+    """A one-element list holding the number of poll() steps so far."""
+    steps = [0]
+    poll = server.poll
+
+    def counted(timeout: float = 0.0) -> bool:
+        steps[0] += 1
+        return poll(timeout)
+
+    server.poll = counted  # type: ignore[method-assign]
+    return steps
+
+
+def test_one_step_hands_out_at_most_one_turn_of_a_burst(server: Server) -> None:
+    """A thousand pipelined messages in one segment: each poll() step hands
+    out at most EVENTS_PER_TURN of them, and every one arrives, in order."""
+    from wsserver.drivers.websocket import EVENTS_PER_TURN
+
+    steps = count_steps(server)
+    seen: list[tuple[int, str]] = []
+    server.on_message = lambda client, message: seen.append((steps[0], message.data))
+    burst = b"".join(client_frame(Opcode.TEXT, b"%d" % n) for n in range(1000))
+
+    def client() -> None:
+        with open_websocket(server.get_local_ip()) as sock:
+            sock.sendall(burst + client_frame(Opcode.CLOSE, close_payload(1000)))
+            assert read_frame(sock)[0] == Opcode.CLOSE
+
+    worker = Worker(client)
+    worker.start()
+    pump_until(server, lambda: not worker.is_alive(), what="the burst to be handled")
+    worker.outcome()
+    assert [data for _, data in seen] == [str(n) for n in range(1000)]
+    per_step = collections.Counter(step for step, _ in seen)
+    assert max(per_step.values()) <= EVENTS_PER_TURN, per_step.most_common(3)
+
+
+def test_a_flooding_client_does_not_hold_up_another(server: Server) -> None:
+    """While one client pipelines messages as fast as the socket takes them,
+    another's message is handled within a few poll() steps, with at most a
+    few turns' worth of the flood handled before it."""
+    from wsserver.drivers.websocket import EVENTS_PER_TURN
+
+    steps = count_steps(server)
+    handled_at: dict[str, tuple[int, int]] = {}
+    flood_handled = [0]
+
+    def on_message(client: Client, message: Any) -> None:
+        if message.data.startswith("normal"):
+            handled_at[message.data] = (steps[0], flood_handled[0])
+        else:
+            flood_handled[0] += 1
+        client.send(message.data)
+
+    server.on_message = on_message
+    stop = threading.Event()
+    flooding = threading.Event()
+
+    def flooder() -> None:
+        frame = client_frame(Opcode.TEXT, b"f" * 60) * 500
+        with open_websocket(server.get_local_ip()) as sock:
+            sock.setblocking(False)
+            while not stop.is_set():
+                with contextlib.suppress(BlockingIOError):
+                    sock.send(frame)
+                with contextlib.suppress(BlockingIOError):
+                    while sock.recv(1 << 20):
+                        flooding.set()
+
+    sent_at: dict[str, tuple[int, int]] = {}
+
+    def normal() -> list[tuple[int, bool, bytes]]:
+        with open_websocket(server.get_local_ip()) as sock:
+            assert flooding.wait(DEADLINE)
+            replies = []
+            for n in range(20):
+                sock.sendall(client_frame(Opcode.TEXT, b"normal %d" % n))
+                # After the send: the message is in the server's socket by
+                # now (this thread may wait for the GIL before noting it).
+                sent_at[f"normal {n}"] = (steps[0], flood_handled[0])
+                replies.append(read_frame(sock))
+            return replies
+
+    threads = [Worker(flooder), Worker(normal)]
+    for t in threads:
+        t.start()
+    pump_until(server, lambda: not threads[1].is_alive(), what="the normal client's echoes")
+    stop.set()
+    pump_until(server, lambda: not threads[0].is_alive(), what="the flooder to stop")
+    assert threads[1].outcome() == [(Opcode.TEXT, True, b"normal %d" % n) for n in range(20)]
+    steps_waited = [handled_at[key][0] - sent_at[key][0] for key in sent_at]
+    flood_before = [handled_at[key][1] - sent_at[key][1] for key in sent_at]
+    assert max(steps_waited) <= 3, f"poll steps between sending and handling: {steps_waited}"
+    assert max(flood_before) <= 3 * EVENTS_PER_TURN, f"flood messages handled first: {flood_before}"
+    assert flood_handled[0] > 20 * EVENTS_PER_TURN, "the flooder was not flooding"
+
+
+def test_a_client_over_its_rate_is_paused_and_loses_nothing(make_server) -> None:
+    server = make_server(max_messages_per_second=100)
+    handled: list[str] = []
+    server.on_message = lambda client, message: handled.append(message.data)
+
+    def client() -> None:
+        with open_websocket(server.get_local_ip()) as sock:
+            sock.sendall(b"".join(client_frame(Opcode.TEXT, b"%d" % n) for n in range(300)))
+            sock.sendall(client_frame(Opcode.CLOSE, close_payload(1000)))
+            assert read_frame(sock)[0] == Opcode.CLOSE
+
+    worker = Worker(client)
+    worker.start()
+    pump_until(server, lambda: len(handled) >= 100, what="the first second's burst")
+    assert len(handled) < 300, "the rate limit held nothing back"
+    pump_until(server, lambda: not worker.is_alive(), timeout=30, what="the rest, at the rate")
+    worker.outcome()
+    assert handled == [str(n) for n in range(300)]

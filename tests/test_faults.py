@@ -550,3 +550,39 @@ def test_stop_with_a_thousand_clients_and_messages_in_flight_then_start_again(ha
     h.keeps_working()
     h.finish()
     print(f"stop() with {count} clients and {in_flight} bytes in flight")
+
+
+@pytest.mark.slow
+def test_two_thousand_clients_vanishing_at_once(harness):
+    """As when the Wi-Fi drops: every client closes at the same moment. Each
+    is closed exactly once, and no poll step asks the poller for more than
+    MAX_EVENTS ready sockets (so no step grows with the number ready)."""
+    count = 2000
+    raise_open_file_limit(2 * count + 200)
+    h = harness(max_connections=count + 10, heartbeat_interval=None)
+    reactor = h.server.reactor
+    asked: list[int] = []
+    select = reactor.poller.select
+
+    def counted_select(timeout: float, max_events: int) -> list:
+        found = select(timeout, max_events)
+        asked.append(max_events)
+        assert len(found) <= max_events
+        return found
+
+    reactor.poller.select = counted_select  # type: ignore[method-assign]
+    swarm = Swarm(h.url)
+    swarm.start()
+    try:
+        swarm.call(swarm.open, count, *h.address)
+        h.pump(lambda: sum(c.opened for c in swarm.clients) == count, 60, "every client open")
+    finally:
+        swarm.stop()
+    h.pump(lambda: len(h.recorder.opened) == count + 1, what="on_open for every client")
+    asked.clear()
+    for client in swarm.clients:
+        client.sock.close()
+    h.pump(lambda: len(h.recorder.closed) == count, 60, "on_client_closed for every client")
+    assert max(asked) <= reactor.MAX_EVENTS
+    assert len(asked) >= count // reactor.MAX_EVENTS  # spread over many steps
+    h.finish()

@@ -35,7 +35,7 @@ def test_an_error_answer_survives_a_request_body_left_unread() -> None:
     try:
         assert run_client(server, refused_upload, server.get_local_ip()[1], 8 * 1024 * 1024) == (413, b"")
         # The socket lingered only until the client closed its end.
-        pump_until(server, lambda: not server.reactor._lingering, what="the drained socket to close")
+        pump_until(server, lambda: not server.reactor.lingering, what="the drained socket to close")
     finally:
         server.shutdown()
 
@@ -49,8 +49,8 @@ def test_a_lingering_socket_is_closed_after_the_linger_time(monkeypatch: pytest.
             # A client that sends a refused request and then neither reads
             # nor closes: the server must not keep its socket forever.
             sock.sendall(request_bytes("POST", "/upload", {"Content-Length": "100000"}) + bytes(1000))
-            pump_until(server, lambda: server.reactor._lingering, what="the refusal")
-            pump_until(server, lambda: not server.reactor._lingering, what="the linger time to end")
+            pump_until(server, lambda: server.reactor.lingering, what="the refusal")
+            pump_until(server, lambda: not server.reactor.lingering, what="the linger time to end")
             assert sock.recv(100).startswith(b"HTTP/1.1 413 ")
     finally:
         server.shutdown()
@@ -61,9 +61,9 @@ def test_shutdown_closes_lingering_sockets() -> None:
     server.start("127.0.0.1", 0)
     with connect(server.get_local_ip()[1]) as sock:
         sock.sendall(request_bytes("POST", "/upload", {"Content-Length": "100"}))
-        pump_until(server, lambda: server.reactor._lingering)
+        pump_until(server, lambda: server.reactor.lingering)
         server.shutdown()
-        assert not server.reactor._lingering
+        assert not server.reactor.lingering
 
 
 def test_a_half_closed_client_gets_the_whole_streamed_file(server: Server, tmp_path: Path) -> None:

@@ -212,3 +212,85 @@ def test_peer_reset_is_reported_once(reactor: Reactor) -> None:
     assert len(sink.lost) == 1 and stream.closed
     reactor.poll(0)
     assert len(sink.lost) == 1
+
+
+# -- descriptors running out ----------------------------------------------------
+
+# A server in a child process with only 64 descriptors. Commands on stdin:
+# "measure S" polls for S seconds and prints the CPU and poll() calls it
+# took; "quit" ends it. Log lines go to stderr.
+OUT_OF_DESCRIPTORS = """
+import json, logging, resource, select, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+import wsserver
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="LOG %(message)s")
+server = wsserver.Server(heartbeat_interval=None)
+server.on_message = lambda client, message: client.send(message.data)
+server.start("127.0.0.1", 0)
+print(server.get_local_ip()[1], flush=True)
+while True:
+    server.poll(0.05)
+    if select.select([sys.stdin], [], [], 0)[0]:
+        command = sys.stdin.readline().split()
+        if command[0] == "quit":
+            break
+        seconds = float(command[1])
+        cpu, polls, started = time.process_time(), 0, time.monotonic()
+        while time.monotonic() - started < seconds:
+            server.poll(0.05)
+            polls += 1
+        print(json.dumps({"cpu": time.process_time() - cpu, "polls": polls, "seconds": seconds}), flush=True)
+server.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_running_out_of_descriptors_does_not_spin_and_recovers() -> None:
+    """accept() failing with EMFILE leaves the listener readable: the
+    server must back off instead of spinning, log a bounded number of
+    lines, and serve again once descriptors are free."""
+    import json
+    import subprocess
+    import sys
+
+    from websockets.sync.client import connect
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", OUT_OF_DESCRIPTORS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    clients: list[socket.socket] = []
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        port = int(child.stdout.readline())
+        for _ in range(120):  # more than the child can accept; the rest wait in its backlog
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=DEADLINE))
+        child.stdin.write("measure 1.5\n")
+        child.stdin.flush()
+        busy = json.loads(child.stdout.readline())
+        # Spinning took 83 % of a core and 40,000 poll() calls a second.
+        assert busy["cpu"] < 0.15 * busy["seconds"], busy
+        assert busy["polls"] < 200 * busy["seconds"], busy
+        for sock in clients:
+            sock.close()
+        clients.clear()
+        deadline = time.monotonic() + DEADLINE
+        while True:  # served again once the descriptors are free
+            try:
+                with connect(f"ws://127.0.0.1:{port}/", open_timeout=DEADLINE) as ws:
+                    ws.send("back")
+                    assert ws.recv(timeout=DEADLINE) == "back"
+                break
+            except (OSError, TimeoutError):
+                assert time.monotonic() < deadline, "the server did not recover"
+        child.stdin.write("quit\n")
+        child.stdin.flush()
+        _, log = child.communicate(timeout=DEADLINE)
+        assert child.returncode == 0, log
+        lines = [line for line in log.splitlines() if "accept" in line]
+        assert 1 <= len(lines) <= 4, lines
+    finally:
+        for sock in clients:
+            sock.close()
+        if child.poll() is None:
+            child.kill()
+            child.communicate()

@@ -8,9 +8,11 @@ raw socket where a library would not misbehave on purpose) run on threads.
 from __future__ import annotations
 
 import array
+import contextlib
 import ctypes
 import socket
 import threading
+import time
 
 import pytest
 import websocket  # websocket-client
@@ -755,3 +757,60 @@ def test_calls_from_a_thread_that_does_not_poll_are_refused(server: Server, call
         worker.outcome()
     assert server.started and not recorder.errors
     calls[call]()  # from the polling thread it is fine
+
+
+def test_stop_without_waiting_finishes_across_poll_steps(make_server) -> None:
+    """stop(wait=False) returns at once; the closing handshakes finish in
+    ordinary poll() steps, then on_stopped runs, after every on_client_closed."""
+    server = make_server()
+    recorder = Recorder(server)
+    order: list[str] = []
+    server.on_client_closed = lambda c: order.append(f"closed {c.id}")
+    server.on_stopped = lambda: order.append("stopped")
+    codes: list[int | None] = []
+    connected = threading.Barrier(4)
+
+    def client() -> None:
+        with connect(ws_url(server)) as ws:
+            connected.wait(DEADLINE)
+            try:
+                ws.recv(timeout=DEADLINE)
+            except ConnectionClosed as exc:
+                codes.append(exc.rcvd.code if exc.rcvd else None)
+
+    workers = [Worker(client) for _ in range(3)]
+    for w in workers:
+        w.start()
+    pump_until(server, lambda: len(recorder.opened) == 3 and connected.n_waiting == 3)
+    connected.wait(DEADLINE)
+    server.stop(wait=False)
+    assert server.stopping and order == []  # nothing waited for
+    pump_until(server, lambda: order and order[-1] == "stopped", what="the stop to finish")
+    assert sorted(order[:-1]) == ["closed 1", "closed 2", "closed 3"]
+    assert not server.stopping and not server.started
+    pump_until(server, lambda: not any(w.is_alive() for w in workers))
+    assert codes == [1001, 1001, 1001]
+
+
+def test_stop_without_waiting_drops_silent_clients_at_the_deadline(make_server) -> None:
+    server = make_server()
+    stopped: list[float] = []
+    server.on_stopped = lambda: stopped.append(time.monotonic())
+    done = threading.Event()
+
+    def silent_clients() -> None:
+        with contextlib.ExitStack() as stack:
+            for _ in range(5):
+                stack.enter_context(open_websocket(server.get_local_ip()))
+            done.wait(DEADLINE)  # never answering the server's Close frame
+
+    worker = Worker(silent_clients)
+    worker.start()
+    pump_until(server, lambda: server.client_count() == 5)
+    started = time.monotonic()
+    server.stop(timeout=0.3, wait=False)
+    pump_until(server, lambda: stopped, what="on_stopped")
+    done.set()
+    assert stopped[0] - started >= 0.3
+    assert server.client_count() == 0 and server.connection_count() == 0
+    worker.join(DEADLINE)

@@ -59,6 +59,8 @@ class ServerContext:
         self.connections: set[Driver] = set()
         #: The driver of every upgraded connection, by client id, until it is closed.
         self.websockets: dict[int, WebSocketDriver] = {}
+        #: Called once no connection is left (a stop that does not wait sets it).
+        self.on_idle: Callable[[], Any] | None = None
         self._client_ids = itertools.count(1)
         self._listeners: dict[str, list[Callable[..., Any]]] = {"open": [], "close": [], "stop": []}
 
@@ -100,6 +102,8 @@ class ServerContext:
 
     def connection_lost(self, driver: Driver) -> None:
         self.connections.discard(driver)
+        if not self.connections and self.on_idle is not None:
+            self.on_idle()
 
     # -- application code --------------------------------------------------
 

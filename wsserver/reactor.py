@@ -10,26 +10,45 @@ when its time budget is spent, returning whether work was left over. That
 is what lets it run on a GUI thread: no step blocks, and none runs longer
 than about one budget plus one unit of work (one ``recv`` of at most
 ``read_size`` bytes, one ``send`` of at most ``write_slice`` bytes, one
-timer).
+timer, one turn of a handler with work in hand).
+
+**Fair turns.** Ready sockets wait in one queue and are served round-robin,
+one unit each, carried over from step to step when the budget runs out; the
+poller is asked for at most :attr:`Reactor.MAX_EVENTS` ready sockets per
+step, and not at all while that many wait already, so no step costs more
+with more ready sockets. A handler that has input in hand that it did not
+get through (a burst of messages, pipelined requests) stops reading and
+asks for a turn (:meth:`Stream.request_turn`): it continues in the next
+step, behind the sockets that were waiting, so one connection gets at most
+one turn per step.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import heapq
 import itertools
 import logging
-import selectors
+import math
 import socket
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from .poller import READ, WRITE, new_poller
 
 __all__ = ["Reactor", "Stream", "StreamHandler", "Timer", "Listener"]
 
 logger = logging.getLogger("wsserver")
 
 _TRY_AGAIN = (BlockingIOError, InterruptedError)
+
+# Not a poller event: the owner asked for a turn to go on with work in hand.
+TURN = 1 << 8
+
+# accept() errors that say "no descriptor or memory for a new connection now".
+_OUT_OF_RESOURCES = frozenset(getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM") if hasattr(errno, name))
 
 
 class Timer:
@@ -73,6 +92,10 @@ class StreamHandler(Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         """The socket is closed. Called exactly once per stream."""
 
+    def turn(self) -> None:
+        """The turn asked for with :meth:`Stream.request_turn` has come: go
+        on with the work in hand (and ask again if some is still left)."""
+
 
 class Stream:
     """One non-blocking TCP connection with a write buffer.
@@ -94,14 +117,14 @@ class Stream:
         self._out: collections.deque[memoryview] = collections.deque()
         #: Bytes written but not yet handed to the kernel (read-only).
         self.buffered_amount = 0
-        self._events = selectors.EVENT_READ
+        self._events = READ
         self._closing = False
         self._closed = False
         self._reading = True
         self.low_water = reactor.write_slice
         self._above_low_water = False
         self._send_deferred = False  # queued in the reactor's list of streams to flush
-        reactor._register(sock, self._events, self)
+        reactor.poller.watch(sock, self._events, self)
 
     @property
     def is_closing(self) -> bool:
@@ -125,23 +148,21 @@ class Stream:
         if not self._out:
             return
         if was_idle or self._send_deferred:
-            deferred = self.reactor._deferred_sends
-            if deferred is not None and self.buffered_amount < self.low_water:
+            if self.buffered_amount < self.low_water and (self._send_deferred or self.reactor.defer_send(self)):
                 # Inside a readiness event, with little queued: send once the
                 # event is served, together with what else its callbacks write.
-                if not self._send_deferred:
-                    self._send_deferred = True
-                    deferred.append(self)
+                self._send_deferred = True
                 return
             # Try the socket right away, which also saves a trip through
             # the selector; the kernel takes what it can before the queue
             # counts against write limits.
-            self._send_now()
+            self.send_now()
         elif self.buffered_amount > self.low_water:
             self._above_low_water = True
 
-    def _send_now(self) -> None:
-        """Hand the kernel what it takes now; watch for writability if some is left."""
+    def send_now(self) -> None:
+        """Hand the kernel what it takes now; watch for writability if some
+        is left. (The reactor calls it for gathered writes.)"""
         self._send_deferred = False
         if self._closed or not self._out:
             return
@@ -149,14 +170,14 @@ class Stream:
         if self._out:
             if self.buffered_amount > self.low_water:
                 self._above_low_water = True
-            self._watch(selectors.EVENT_WRITE, True)
+            self._watch(WRITE, True)
 
     def close(self) -> None:
         """Close once the buffered output is sent."""
         if self._closing or self._closed:
             return
         self._closing = True
-        self._watch(selectors.EVENT_READ, False)
+        self._watch(READ, False)
         if not self._out:
             self._finish(None, graceful=True)
 
@@ -169,41 +190,49 @@ class Stream:
 
     def pause_reading(self) -> None:
         self._reading = False
-        self._watch(selectors.EVENT_READ, False)
+        self._watch(READ, False)
 
     def resume_reading(self) -> None:
         if not self._closing:
             self._reading = True
-            self._watch(selectors.EVENT_READ, True)
+            self._watch(READ, True)
+
+    def request_turn(self) -> None:
+        """Have the handler's :meth:`~StreamHandler.turn` called when this
+        stream's turn comes, after the sockets already waiting."""
+        if not self._closed:
+            self.reactor.request_turn(self)
 
     # -- called by the reactor -------------------------------------------
 
-    def _on_ready(self, mask: int) -> bool:
+    def on_ready(self, mask: int) -> bool:
         """Serve one readiness event; return whether more work is likely waiting."""
         more = False
-        if mask & selectors.EVENT_WRITE and self._out:
+        if mask & TURN and not self._closed:
+            self._notify("turn")
+        if mask & WRITE and self._out:
             more = self._flush()
-        if mask & selectors.EVENT_READ and self._reading and not self._closing:
+        if mask & READ and self._reading and not self._closing:
             more = self._read() or more
         return more
 
     def _read(self) -> bool:
         reactor = self.reactor
         try:
-            n = self.socket.recv_into(reactor._read_buffer)
+            n = self.socket.recv_into(reactor.read_buffer)
         except _TRY_AGAIN:
             return False
         except OSError as exc:
             self.abort(exc)
             return False
         if n == 0:
-            self._watch(selectors.EVENT_READ, False)
+            self._watch(READ, False)
             self._reading = False
             if not self._notify("eof_received"):
                 self.close()
             return False
-        self._notify("data_received", reactor._read_view[:n])
-        return n == len(reactor._read_buffer)
+        self._notify("data_received", reactor.read_view[:n])
+        return n == len(reactor.read_buffer) and self._reading
 
     def _flush(self) -> bool:
         """Send one slice of the buffer; return whether the socket may take more now."""
@@ -224,7 +253,7 @@ class Stream:
         else:
             out[0] = head[sent:]
         if not out:
-            self._watch(selectors.EVENT_WRITE, False)
+            self._watch(WRITE, False)
             if self._closing:
                 self._finish(None, graceful=True)
                 return False
@@ -255,7 +284,7 @@ class Stream:
         events = (self._events | event) if on else (self._events & ~event)
         if events != self._events:
             self._events = events
-            self.reactor._modify(self.socket, events, self)
+            self.reactor.poller.watch(self.socket, events, self)
 
     def _finish(self, exc: BaseException | None, graceful: bool) -> None:
         if self._closed:
@@ -263,9 +292,9 @@ class Stream:
         self._closed = True
         self._out.clear()
         self.buffered_amount = 0
-        self.reactor._unregister(self.socket)
+        self.reactor.forget(self.socket, self)
         if graceful:
-            self.reactor._linger(self.socket)
+            self.reactor.linger(self.socket)
         else:
             self.socket.close()
         self._notify("connection_lost", exc)
@@ -288,18 +317,19 @@ class _Lingerer:
     told it is closed: this is the socket's epilogue, not the connection's.
     """
 
-    __slots__ = ("reactor", "socket", "timer")
+    __slots__ = ("reactor", "socket", "timer", "closed", "_done")
 
-    def __init__(self, reactor: Reactor, sock: socket.socket) -> None:
+    def __init__(self, reactor: Reactor, sock: socket.socket, done: Callable[[_Lingerer], None]) -> None:
         self.reactor = reactor
         self.socket = sock
+        self.closed = False
+        self._done = done
         self.timer = reactor.call_later(reactor.LINGER, self.close)
-        reactor._register(sock, selectors.EVENT_READ, self)
-        reactor._lingering.add(self)
+        reactor.poller.watch(sock, READ, self)
 
-    def _on_ready(self, mask: int) -> bool:
+    def on_ready(self, mask: int) -> bool:
         try:
-            if self.socket.recv_into(self.reactor._read_buffer):
+            if self.socket.recv_into(self.reactor.read_buffer):
                 return False  # dropped; wait for more, or for the end
         except _TRY_AGAIN:
             return False
@@ -309,47 +339,91 @@ class _Lingerer:
         return False
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.timer.cancel()
-        self.reactor._lingering.discard(self)
-        self.reactor._unregister(self.socket)
+        self.reactor.forget(self.socket, self)
         self.socket.close()
+        self._done(self)
 
 
 class Listener:
-    """A listening socket; each accepted connection goes to ``on_accept(sock, address)``."""
+    """A listening socket; each accepted connection goes to ``on_accept(sock, address)``.
+
+    When ``accept()`` fails for want of descriptors or memory (EMFILE,
+    ENFILE, ENOBUFS, ENOMEM), the listener stays readable: watching it would
+    spin the GUI thread. So it stops watching for :attr:`BACKOFF` seconds,
+    doubling up to :attr:`MAX_BACKOFF` while the failures go on, and logs
+    once when such an episode starts and once when it ends, with a count.
+    Waiting connections stay in the kernel's backlog meanwhile.
+    """
 
     # Connections accepted per readiness event, so that a connect storm
     # cannot hold one poll step for long.
     ACCEPTS_PER_EVENT = 32
+    BACKOFF = 0.05
+    MAX_BACKOFF = 1.0
 
     def __init__(self, reactor: Reactor, sock: socket.socket, on_accept: Callable[[socket.socket, Any], None]) -> None:
         self.reactor = reactor
         self.socket = sock
         self.on_accept = on_accept
         self.address = _address(sock, "getsockname")
-        reactor._register(sock, selectors.EVENT_READ, self)
+        self.closed = False
+        self._backoff = 0.0  # the current pause, while an episode of failures lasts
+        self._failures = 0
+        self._episode_started = 0.0
+        self._resume: Timer | None = None
+        reactor.poller.watch(sock, READ, self)
 
-    def _on_ready(self, mask: int) -> bool:
+    def on_ready(self, mask: int) -> bool:
         for _ in range(self.ACCEPTS_PER_EVENT):
             try:
                 conn, address = self.socket.accept()
             except _TRY_AGAIN:
                 return False
             except OSError as exc:
-                # EMFILE and friends: the listener keeps serving; the reactor
-                # tries again on the next readiness event.
-                logger.warning("accept() failed: %s", exc)
-                return False
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._back_off(exc)
+                    return False
+                logger.warning("accept() failed: %s", exc)  # the peer gave up first (ECONNABORTED), say
+                continue
+            if self._failures:
+                logger.warning(
+                    "accepting connections again after %d failed accept() calls in %.1f s",
+                    self._failures,
+                    self.reactor.time() - self._episode_started,
+                )
+                self._failures, self._backoff = 0, 0.0
             conn.setblocking(False)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.on_accept(conn, address)
         return True
 
+    def _back_off(self, exc: OSError) -> None:
+        if not self._failures:
+            self._episode_started = self.reactor.time()
+            logger.warning("accept() failed: %s; pausing the listener (up to %.1f s at a time) until it succeeds", exc, self.MAX_BACKOFF)
+        self._failures += 1
+        self._backoff = min(self.MAX_BACKOFF, self._backoff * 2 if self._backoff else self.BACKOFF)
+        self.reactor.forget(self.socket, self)
+        self._resume = self.reactor.call_later(self._backoff, self._listen_again)
+
+    def _listen_again(self) -> None:
+        self._resume = None
+        if not self.closed:
+            self.reactor.poller.watch(self.socket, READ, self)
+
     def close(self) -> None:
-        if self.socket.fileno() >= 0:
-            self.reactor._unregister(self.socket)
-            self.socket.close()
+        if self.closed:
+            return
+        self.closed = True
+        if self._resume is not None:
+            self._resume.cancel()
+        self.reactor.forget(self.socket, self)
+        self.socket.close()
 
 
 def _address(sock: socket.socket, which: str) -> tuple[Any, ...]:
@@ -371,27 +445,40 @@ class Reactor:
 
     #: Seconds a gracefully closed socket may keep draining the peer's input.
     LINGER = 2.0
+    #: Ready sockets asked of the poller per step, at most; while this many
+    #: wait already, it is not asked at all.
+    MAX_EVENTS = 256
 
     def __init__(self, budget: float = 0.002, read_size: int = 256 * 1024, write_slice: int = 256 * 1024) -> None:
         self.budget = budget
         self.read_size = read_size
         self.write_slice = write_slice
-        self._selector = selectors.DefaultSelector()
-        self._read_buffer = bytearray(read_size)
-        self._read_view = memoryview(self._read_buffer)
+        #: The sockets' watcher; :class:`Stream`, :class:`Listener` and the
+        #: lingering sockets register themselves with it.
+        self.poller = new_poller()
+        #: The one buffer every ``recv_into`` reads into, and a view of it.
+        self.read_buffer = bytearray(read_size)
+        self.read_view = memoryview(self.read_buffer)
         self._timers: list[tuple[float, int, Timer]] = []
         self._cancelled_timers = 0  # how many of them are cancelled
         self._sequence = itertools.count()
-        # Ready events carried over from a poll step whose budget ran out.
+        # Owners with work to do (poller events, or TURN), in the order they
+        # are served; carried over from a step whose budget ran out.
         self._ready: dict[Any, int] = {}
+        # Turns asked for during a step: served from the next one, so that a
+        # connection gets at most one turn per step.
+        self._turns: dict[Any, None] = {}
         # While an event is served: the streams written to, sent after it.
         self._deferred_sends: list[Stream] | None = None
         self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
-        self._selector.register(self._wakeup_r, selectors.EVENT_READ, None)
+        self.poller.watch(self._wakeup_r, READ, _Waker(self._wakeup_r))
         self._lingering: set[_Lingerer] = set()
+        #: When the poll step under way must end (infinite outside a step):
+        #: handlers that loop over work in hand stop there.
+        self.step_deadline = math.inf
         self._closed = False
         self._stopping = False
         self.time = time.monotonic
@@ -403,10 +490,9 @@ class Reactor:
     # -- the public loop interface ---------------------------------------
 
     def fileno(self) -> int | None:
-        """The selector's own descriptor (epoll, kqueue), readable whenever
+        """The poller's own descriptor (epoll, kqueue), readable whenever
         any socket of the reactor is ready; None where there is none (select)."""
-        fileno = getattr(self._selector, "fileno", None)
-        return fileno() if fileno is not None else None
+        return self.poller.fileno()
 
     def next_deadline(self) -> float | None:
         """When (on ``time.monotonic()``'s clock) the next timer falls due, or None."""
@@ -419,7 +505,7 @@ class Reactor:
     def has_pending_work(self) -> bool:
         """Whether a poll step would find work without waiting for the network."""
         deadline = self.next_deadline()
-        return bool(self._ready or self._calls) or (deadline is not None and deadline <= self.time())
+        return bool(self._ready or self._turns or self._calls) or (deadline is not None and deadline <= self.time())
 
     def poll(self, timeout: float = 0.0) -> bool:
         """Do the ready I/O and the due timers, waiting at most ``timeout``
@@ -437,29 +523,34 @@ class Reactor:
             self._deferred_sends = None
             self._send_deferred(outer)
             outer.clear()
-        start = self.time()
-        stop_at = start + self.budget
-        self._run_calls()
-        self._run_timers(stop_at)
-        if self._ready or self._calls or self.time() >= stop_at:
-            wait = 0.0
-        else:
-            wait = max(0.0, timeout)
-            deadline = self.next_deadline()
-            if deadline is not None:
-                wait = max(0.0, min(wait, deadline - self.time()))
+        outer_deadline = self.step_deadline
+        stop_at = self.time() + self.budget
+        self.step_deadline = min(stop_at, outer_deadline)
         try:
-            events = self._selector.select(wait)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries select()
-            events = []
-        if events:
-            self.last_activity = self.time()
-        ready = self._ready
-        for key, mask in events:
-            ready[key] = ready.get(key, 0) | mask
-        self._serve(ready, stop_at)
-        if self.time() < stop_at:
+            self._run_calls()
             self._run_timers(stop_at)
+            ready = self._ready
+            turns, self._turns = self._turns, {}
+            for owner in turns:
+                ready[owner] = ready.get(owner, 0) | TURN
+            if len(ready) < self.MAX_EVENTS:
+                if ready or self._calls or self.time() >= stop_at:
+                    wait = 0.0
+                else:
+                    wait = max(0.0, timeout)
+                    deadline = self.next_deadline()
+                    if deadline is not None:
+                        wait = max(0.0, min(wait, deadline - self.time()))
+                events = self.poller.select(wait, self.MAX_EVENTS - len(ready))
+                if events:
+                    self.last_activity = self.time()
+                for owner, mask in events:
+                    ready[owner] = ready.get(owner, 0) | mask
+            self._serve(ready, stop_at)
+            if self.time() < stop_at:
+                self._run_timers(stop_at)
+        finally:
+            self.step_deadline = outer_deadline
         return self.has_pending_work()
 
     def serve_forever(self, poll_interval: float = 1.0) -> None:
@@ -493,6 +584,26 @@ class Reactor:
             timers[:] = [entry for entry in timers if not entry[2].cancelled]
             heapq.heapify(timers)
             self._cancelled_timers = 0
+
+    def request_turn(self, owner: Any) -> None:
+        """Serve ``owner.on_ready(TURN)`` when its turn comes: in the next
+        step, behind the owners already waiting."""
+        self._turns[owner] = None
+
+    def defer_send(self, stream: Stream) -> bool:
+        """Inside a readiness event, take ``stream`` to flush once the event
+        is served (what its callbacks wrote goes out in one ``send``) and
+        return True; outside one, return False."""
+        deferred = self._deferred_sends
+        if deferred is None:
+            return False
+        deferred.append(stream)
+        return True
+
+    @property
+    def lingering(self) -> int:
+        """Gracefully closed sockets still draining their peer's input."""
+        return len(self._lingering)
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """Queue ``callback(*args)`` for the polling thread, from any thread,
@@ -529,36 +640,33 @@ class Reactor:
         return self._closed
 
     def close(self) -> None:
-        """Release the selector and the wake-up sockets. Streams must be closed first."""
+        """Release the poller and the wake-up sockets. Streams must be closed first."""
         if self._closed:
             return
         for lingerer in list(self._lingering):
             lingerer.close()
         self._closed = True
-        self._selector.close()
+        self.poller.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
 
     # -- internals -------------------------------------------------------
 
     def _serve(self, ready: dict[Any, int], stop_at: float) -> None:
-        # Always serve at least one event, so that a poll step makes progress
+        # Round-robin: an owner with more to do goes to the back of the
+        # queue. At least one is served, so that every step progresses
         # however small the budget.
         first = True
         while ready:
             if not first and self.time() >= stop_at:
                 return
             first = False
-            key = next(iter(ready))
-            mask = ready.pop(key)
-            owner = key.data
-            if owner is None:
-                self._drain_wakeup()
-                continue
+            owner = next(iter(ready))
+            mask = ready.pop(owner)
             deferred: list[Stream] = []
             self._deferred_sends = deferred
             try:
-                more = owner._on_ready(mask)
+                more = owner.on_ready(mask)
             except Exception:
                 logger.exception("unhandled error while serving %r", owner)
                 if isinstance(owner, Stream):
@@ -567,15 +675,13 @@ class Reactor:
             finally:
                 self._deferred_sends = None
                 self._send_deferred(deferred)
-            if not more:
-                continue
-            if self._selector.get_map().get(key.fd) is key:
-                ready[key] = mask
+            if more and not owner.closed:
+                ready[owner] = ready.get(owner, 0) | (mask & (READ | WRITE))
 
     def _send_deferred(self, streams: list[Stream]) -> None:
         for stream in streams:
             try:
-                stream._send_now()
+                stream.send_now()
             except Exception:
                 logger.exception("unhandled error while sending on %r", stream)
                 stream.abort()
@@ -621,19 +727,12 @@ class Reactor:
         except (BlockingIOError, OSError):
             pass  # the buffer is full, so a wake-up is already pending
 
-    def _drain_wakeup(self) -> None:
-        try:
-            while self._wakeup_r.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def _linger(self, sock: socket.socket) -> None:
+    def linger(self, sock: socket.socket) -> None:
         """Close ``sock`` gracefully: FIN now, the descriptor once the peer
         has closed too (see :class:`_Lingerer`)."""
         try:
             sock.shutdown(socket.SHUT_WR)
-            if sock.recv_into(self._read_buffer) == 0:
+            if sock.recv_into(self.read_buffer) == 0:
                 sock.close()  # the peer has closed already
                 return
         except _TRY_AGAIN:
@@ -641,30 +740,27 @@ class Reactor:
         except OSError:
             sock.close()
             return
-        _Lingerer(self, sock)
+        self._lingering.add(_Lingerer(self, sock, self._lingering.discard))
 
-    def _register(self, sock: socket.socket, events: int, owner: Any) -> None:
-        self._selector.register(sock, events, owner)
+    def forget(self, sock: socket.socket, owner: Any) -> None:
+        """Stop watching ``sock`` and drop what ``owner`` had waiting in the queue."""
+        self.poller.watch(sock, 0, owner)
+        self._ready.pop(owner, None)
+        self._turns.pop(owner, None)
 
-    def _modify(self, sock: socket.socket, events: int, owner: Any) -> None:
-        if events:
-            if self._is_registered(sock):
-                self._selector.modify(sock, events, owner)
-            else:
-                self._selector.register(sock, events, owner)
-        elif self._is_registered(sock):
-            self._unregister(sock)
 
-    def _is_registered(self, sock: socket.socket) -> bool:
+class _Waker:
+    """The reading end of the socket pair that wakes the poller from other threads."""
+
+    closed = False
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+
+    def on_ready(self, mask: int) -> bool:
         try:
-            self._selector.get_key(sock)
-        except (KeyError, ValueError):
-            return False
-        return True
-
-    def _unregister(self, sock: socket.socket) -> None:
-        try:
-            key = self._selector.unregister(sock)
-        except (KeyError, ValueError):
-            return
-        self._ready.pop(key, None)
+            while self.socket.recv(4096):
+                pass
+        except OSError:
+            pass  # drained (BlockingIOError), or closed
+        return False

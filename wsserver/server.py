@@ -40,7 +40,7 @@ from .protocol import (
     check_frame,
     prepare_message,
 )
-from .reactor import Reactor, Stream
+from .reactor import Reactor, Stream, Timer
 
 __all__ = ["Server", "Client", "UpgradeResponse"]
 
@@ -87,6 +87,11 @@ class Server:
         message that would take it past the cap closes the client with 1008
         instead of being queued. Default: ``write_limit`` plus
         ``max_message_size`` (16 MiB when that is None).
+    :param max_messages_per_second: if set, a client that sends faster is
+        paused: its further messages wait, unread (TCP backpressure), until it
+        is back within the rate, with a one-second burst. Nothing is dropped.
+    :param max_bytes_per_second: the same for message bytes (characters for
+        text).
     :param heartbeat_interval: seconds of silence from a client before a
         heartbeat frame is sent to it; None or -1 disables.
     :param heartbeat_timeout: seconds a client may stay silent after a
@@ -117,6 +122,8 @@ class Server:
         write_limit: int = 4 * 1024 * 1024,
         write_grace: float | None = 10.0,
         max_write_buffer: int | None = None,
+        max_messages_per_second: float | None = None,
+        max_bytes_per_second: float | None = None,
         heartbeat_interval: float | None = 20.0,
         heartbeat_timeout: float | None = 20.0,
         heartbeat_type: int = Opcode.PING,
@@ -139,6 +146,8 @@ class Server:
         self.write_limit = write_limit
         self.write_grace = write_grace
         self.max_write_buffer = max_write_buffer
+        self.max_messages_per_second = max_messages_per_second
+        self.max_bytes_per_second = max_bytes_per_second
         self.heartbeat_interval = None if heartbeat_interval is not None and heartbeat_interval < 0 else heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.heartbeat_type = heartbeat_type
@@ -154,6 +163,7 @@ class Server:
         self.on_drain: Callable[[Client], Any] | None = None
         self.on_upgrade_to_websocket: Callable[[Client, Request, UpgradeResponse, list[str], str | None], Any] | None = None
         self.before_stop: Callable[[], Any] | None = None
+        self.on_stopped: Callable[[], Any] | None = None
 
         self.reactor = Reactor(budget=poll_budget)
         self._context = ServerContext(self, self.reactor)
@@ -162,6 +172,7 @@ class Server:
         self._deprecated_hooks: dict[str, Callable[..., Any] | None] = {}
         # The thread that polls; None until the first start() or poll().
         self._owner: int | None = None
+        self._stop_timer: Timer | None = None  # the deadline of a stop(wait=False)
 
     # -- life cycle ------------------------------------------------------
 
@@ -182,15 +193,22 @@ class Server:
     def started(self) -> bool:
         return self._listener is not None
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def stop(self, timeout: float = 1.0, wait: bool = True) -> None:
         """Stop listening and close every connection.
 
         Runs ``before_stop``, then the ``"stop"`` listeners, sends every
-        WebSocket client a 1001 Close frame, and waits up to ``timeout``
-        seconds for the frames to be flushed and the closing handshakes to
-        finish; connections still open then are dropped.
-        ``on_client_closed`` has run for every client when this returns, and
-        ``start()`` can listen on the same port again.
+        WebSocket client a 1001 Close frame, and gives the frames ``timeout``
+        seconds to be flushed and the closing handshakes to finish;
+        connections still open then are dropped. Then ``on_stopped`` runs,
+        ``on_client_closed`` having run for every client, and ``start()``
+        can listen on the same port again.
+
+        By default this waits, pumping the reactor itself: the calling
+        thread is busy for up to ``timeout`` (fine when the window is going
+        away). With ``wait=False`` it returns at once and the closing
+        handshakes finish across ordinary ``poll()`` steps, so the window
+        stays responsive; ``on_stopped`` (or ``stopping`` turning False)
+        tells when it is done.
         """
         if self._listener is None or self._context.stopping:
             return
@@ -203,16 +221,38 @@ class Server:
             self._listener.close()
             for driver in list(context.connections):
                 driver.shutdown()
-            reactor = self.reactor
+        except BaseException:
+            self._stopped()
+            raise
+        reactor = self.reactor
+        if not wait:
+            self._stop_timer = reactor.call_later(timeout, self._stopped)
+            context.on_idle = self._stopped
+            if not context.connections:
+                self._stopped()
+            return
+        try:
             deadline = reactor.time() + timeout
             while context.connections and reactor.time() < deadline:
                 reactor.poll(min(0.05, max(0.0, deadline - reactor.time())))
-            for driver in list(context.connections):
-                driver.stream.abort(TimeoutError("server stopped"))
         finally:
-            self._listener = None
-            context.stopping = False
-            self.reactor.stop()
+            self._stopped()
+
+    def _stopped(self) -> None:
+        """End a stop: drop the connections still open, then run ``on_stopped``."""
+        context = self._context
+        if not context.stopping:
+            return
+        context.on_idle = None
+        if self._stop_timer is not None:
+            self._stop_timer.cancel()
+            self._stop_timer = None
+        for driver in list(context.connections):
+            driver.stream.abort(TimeoutError("server stopped"))
+        self._listener = None
+        context.stopping = False
+        self.reactor.stop()
+        context.invoke(self.on_stopped, None)
 
     def shutdown(self) -> None:
         """:meth:`stop`, then release the reactor's own descriptors (the

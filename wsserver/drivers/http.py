@@ -30,7 +30,11 @@ if TYPE_CHECKING:
     from ..context import ServerContext
     from ..reactor import Timer
 
-__all__ = ["HttpDriver"]
+__all__ = ["HttpDriver", "REQUESTS_PER_TURN"]
+
+#: Pipelined requests one turn answers at most; the rest wait for the
+#: connection's next turn, behind the other ready connections.
+REQUESTS_PER_TURN = 32
 
 
 class HttpDriver:
@@ -49,6 +53,7 @@ class HttpDriver:
         self._grace_timer: Timer | None = None
         self._keep_alive = True
         self._upgraded = False
+        self._turn_pending = False  # pipelined requests wait for the next turn
         # The request timeout (from accept, or from a request's first byte)
         # or, between requests, the keep-alive timeout.
         self._timer: Timer | None = None
@@ -87,6 +92,12 @@ class HttpDriver:
             return True
         return False
 
+    def turn(self) -> None:
+        self._turn_pending = False
+        if self._body is None:
+            self.stream.resume_reading()
+        self._serve_requests()
+
     def write_drained(self) -> None:
         if self._body is not None and self._pump_body():
             self._serve_requests()  # pipelined requests waiting behind a streamed answer
@@ -118,7 +129,17 @@ class HttpDriver:
         more time (a streamed answer) or the connection ends or upgrades."""
         parser = self.parser
         context = self.context
+        reactor = self.reactor
+        served = 0
         while self._body is None and not self._upgraded and not self.stream.is_closing:
+            if served and (served >= REQUESTS_PER_TURN or reactor.time() >= reactor.step_deadline):
+                if parser.has_partial_request or parser.buffered_size:
+                    # Many pipelined requests: the others get their turn first.
+                    self._turn_pending = True
+                    self.stream.pause_reading()
+                    self.stream.request_turn()
+                return
+            served += 1
             try:
                 request = parser.next_request()
             except HttpError as exc:
@@ -174,7 +195,8 @@ class HttpDriver:
             self.stream.close()
             return
         self._set_timer(self.context.server.keepalive_timeout)
-        self.stream.resume_reading()
+        if not self._turn_pending:
+            self.stream.resume_reading()
 
     # -- streamed bodies ---------------------------------------------------
 

@@ -11,9 +11,17 @@ refused or skipped: ``write_limit`` is a high-water mark. Crossing it makes
 the client not :attr:`~WebSocketDriver.writable`, stops handing out (and
 reading) its messages, whose answers and pongs would grow the backlog, and
 starts ``write_grace``; draining to the low-water mark runs ``on_drain`` and
-ends all three. Memory
-is bounded by closing, not dropping: a send that would take the client past
-``max_write_buffer``, or a grace that expires, closes it with 1008.
+ends all three. Memory is bounded by closing, not dropping: a send that
+would take the client past ``max_write_buffer``, or a grace that expires,
+closes it with 1008.
+
+**Reading.** Events are handed out one at a time, and a turn ends after
+:data:`EVENTS_PER_TURN` of them or when the poll step's budget is spent:
+the rest of what was read waits, the socket is not read meanwhile (TCP
+backpressure on a client that floods), and the connection asks the reactor
+for another turn behind the other ready connections. The optional rate
+limit (``max_messages_per_second``, ``max_bytes_per_second``) pauses the
+same way, until the client is back within its rate; nothing is dropped.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ __all__ = ["WebSocketDriver"]
 
 # The most a frame header adds to its payload, server side (no mask).
 _MAX_HEADER = 10
+#: Events one turn hands out at most; a connection with more in hand then
+#: waits for its next turn, behind the other ready connections.
+EVENTS_PER_TURN = 64
 _OPEN = State.OPEN
 
 
@@ -61,6 +72,9 @@ class WebSocketDriver:
         self.last_seen = context.reactor.time()
         self._ping_sent_at: float | None = None
         self._over_high_water = False
+        self._turn_pending = False  # input in hand waits for the next turn
+        self._rate = _RateLimit.for_server(context) if server.max_messages_per_second or server.max_bytes_per_second else None
+        self._rate_timer: Timer | None = None  # runs while the client is over its rate
         self._close_timer: Timer | None = None
         self._heartbeat_timer: Timer | None = None
         self._grace_timer: Timer | None = None  # runs while the client is over its write_limit
@@ -107,24 +121,44 @@ class WebSocketDriver:
         self.ws.receive_data(data)
         self._handle_events()
 
+    def turn(self) -> None:
+        self._turn_pending = False
+        self._handle_events()
+
     def _handle_events(self) -> None:
         """Hand the application each event in turn: what it sends for one
-        goes out before the protocol parses the frames behind it."""
+        goes out before the protocol parses the frames behind it. Stops
+        after a turn's worth, or while the client is over its write limit
+        or its rate (what it sent waits, parsed no further)."""
         ws = self.ws
         context = self.context
         server = context.server
         client = self.client
+        reactor = context.reactor
         translate = server.translate_message
-        # A client over its write limit is not heard until it catches up:
-        # what it sent waits, parsed no further (see write_drained).
-        while not self._over_high_water and (event := ws.next_event()) is not None:
+        rate = self._rate
+        left = EVENTS_PER_TURN
+        while not self._over_high_water and self._rate_timer is None:
+            if left < EVENTS_PER_TURN and (not left or reactor.time() >= reactor.step_deadline):
+                if ws.buffered_input:
+                    self._turn_pending = True
+                    self.stream.request_turn()
+                break
+            event = ws.next_event()
+            if event is None:
+                break
+            left -= 1
             if type(event) is Message:
+                if rate is not None:
+                    self._take_rate(rate, len(event.data))
                 if context.stopping:
                     continue
                 if translate is not None and context.invoke(translate, client, client, event):
                     continue
                 context.invoke(server.on_message, client, client, event)
             elif type(event) is Fragment:
+                if rate is not None:
+                    self._take_rate(rate, len(event.data))
                 if not context.stopping:
                     context.invoke(server.on_fragment, client, client, event)
             else:
@@ -140,6 +174,24 @@ class WebSocketDriver:
             # server closes TCP first (RFC 6455 section 7.1.1), once what is
             # queued (replies, then the Close frame) is sent.
             self._close_stream()
+        else:
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read the socket only while nothing holds the client's input back."""
+        if self._over_high_water or self._turn_pending or self._rate_timer is not None:
+            self.stream.pause_reading()
+        else:
+            self.stream.resume_reading()
+
+    def _take_rate(self, rate: _RateLimit, size: int) -> None:
+        wait = rate.take(self.context.reactor.time(), size)
+        if wait > 0:
+            self._rate_timer = self.context.reactor.call_later(wait, self._rate_regained)
+
+    def _rate_regained(self) -> None:
+        self._rate_timer = None
+        self._handle_events()
 
     def eof_received(self) -> bool:
         return False
@@ -152,19 +204,17 @@ class WebSocketDriver:
         resumed = self._over_high_water and self.stream.buffered_amount < self.write_limit and not self.stream.is_closing
         if resumed:
             self._over_high_water = False
-            self.stream.resume_reading()
         if self.opened:
             self.context.invoke(self.context.server.on_drain, self.client, self.client)
         if resumed and not self.stream.is_closing:
-            self._handle_events()  # what it sent meanwhile, still unparsed
+            self._handle_events()  # what it sent meanwhile, still unparsed; reading resumes
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        for timer in (self._close_timer, self._heartbeat_timer, self._grace_timer):
+        for timer in (self._close_timer, self._heartbeat_timer, self._grace_timer, self._rate_timer):
             if timer is not None:
                 timer.cancel()
-        self._close_timer = self._heartbeat_timer = self._grace_timer = None
+        self._close_timer = self._heartbeat_timer = self._grace_timer = self._rate_timer = None
         context = self.context
-        context.connection_lost(self)
         client = self.client
         context.forget_client(client)
         if client.close_code is None:
@@ -177,6 +227,7 @@ class WebSocketDriver:
             self.opened = False
             context.notify("close", client)
             context.invoke(context.server.on_client_closed, client, client)
+        context.connection_lost(self)  # last: it may end a stop, after on_client_closed
 
     # -- output ------------------------------------------------------------
 
@@ -313,3 +364,37 @@ class WebSocketDriver:
         self.client.close_code, self.client.close_reason = code, reason
         self.context.report_error(self.client, TimeoutError(reason))
         self.stream.abort(TimeoutError(reason))
+
+
+class _RateLimit:
+    """Two token buckets, messages and bytes, each holding one second's
+    worth; a message is always taken, and the debt it leaves is waited off."""
+
+    __slots__ = ("messages_per_s", "bytes_per_s", "messages", "bytes", "at")
+
+    def __init__(self, messages_per_s: float | None, bytes_per_s: float | None, now: float) -> None:
+        self.messages_per_s = messages_per_s
+        self.bytes_per_s = bytes_per_s
+        self.messages = messages_per_s or 0.0
+        self.bytes = bytes_per_s or 0.0
+        self.at = now
+
+    @classmethod
+    def for_server(cls, context: ServerContext) -> _RateLimit:
+        server = context.server
+        return cls(server.max_messages_per_second, server.max_bytes_per_second, context.reactor.time())
+
+    def take(self, now: float, size: int) -> float:
+        """Account for one message of ``size``; return how long to wait
+        before the next one (0 when within the rate)."""
+        elapsed, self.at = now - self.at, now
+        wait = 0.0
+        if self.messages_per_s:
+            self.messages = min(self.messages_per_s, self.messages + elapsed * self.messages_per_s) - 1
+            if self.messages < 0:
+                wait = -self.messages / self.messages_per_s
+        if self.bytes_per_s:
+            self.bytes = min(self.bytes_per_s, self.bytes + elapsed * self.bytes_per_s) - size
+            if self.bytes < 0:
+                wait = max(wait, -self.bytes / self.bytes_per_s)
+        return wait
