@@ -67,6 +67,26 @@ window.outcome = new Promise((resolve, reject) => {
 """
 
 
+
+def page_outcome(server: Server, recorder: Recorder, tmp_path: Path) -> tuple[Any, str]:
+    """Start ``server``, open its page in headless Chromium, and return the
+    page's ``window.outcome`` once its socket has closed, and the page's URL;
+    stops the server."""
+    server.start("127.0.0.1", 0)
+    url = server.http_server.get_url("/")
+
+    def browse() -> Any:
+        with Chromium(tmp_path / "profile", DEADLINE) as browser:
+            session = browser.open(url)
+            return browser.evaluate(session, "window.outcome")
+
+    try:
+        outcome = run_client(server, browse, timeout=DEADLINE * 2)
+        pump_until(server, recorder.all_closed, what="the page's socket to close")
+    finally:
+        server.stop()
+    return outcome, url
+
 def test_a_page_talks_back_over_websocket_sse_and_fetch(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
@@ -97,19 +117,7 @@ def test_a_page_talks_back_over_websocket_sse_and_fetch(tmp_path: Path) -> None:
         posted.append(json.loads(request.body))
         return {"from": request.query["from"], "clients": server.client_count()}
 
-    server.start("127.0.0.1", 0)
-    url = server.http_server.get_url("/")
-
-    def browse() -> Any:
-        with Chromium(tmp_path / "profile", DEADLINE) as browser:
-            session = browser.open(url)
-            return browser.evaluate(session, "window.outcome")
-
-    try:
-        outcome = run_client(server, browse, timeout=DEADLINE * 2)
-        pump_until(server, recorder.all_closed, what="the page's socket to close")
-    finally:
-        server.stop()
+    outcome, url = page_outcome(server, recorder, tmp_path)
     assert outcome == {
         "text": "echo:hello from chromium",
         "binary": [255, 128, 127, 2, 1, 0],
@@ -217,19 +225,7 @@ def test_a_publish_after_a_big_echo_reaches_the_page_after_it(tmp_path: Path) ->
             returned.append((client.send(message.data), server.publish("status")))
 
     server.on_message = on_message
-    server.start("127.0.0.1", 0)
-    url = server.http_server.get_url("/")
-
-    def browse() -> Any:
-        with Chromium(tmp_path / "profile", DEADLINE) as browser:
-            session = browser.open(url)
-            return browser.evaluate(session, "window.outcome")
-
-    try:
-        outcome = run_client(server, browse, timeout=DEADLINE * 2)
-        pump_until(server, recorder.all_closed, what="the page's socket to close")
-    finally:
-        server.stop()
+    outcome, url = page_outcome(server, recorder, tmp_path)
     assert outcome == {"received": ["the 4 MiB echo, intact", "status"], "close": [1000, "bye", True]}
     assert returned == [(True, True)], "send() or publish() did not take the message for an open client"
     first, second = (m.data for _, m in recorder.messages)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DEADLINE, Worker, pump_until, run_client
+from conftest import DEADLINE, Worker, count_polls, pump_until, run_client
 from rawhttp import connect, exchange, is_closed_by_peer, read_response, request_bytes
 from wsserver import Server
 from wsserver.drivers import HttpDriver
@@ -281,18 +281,11 @@ def test_ten_thousand_pipelined_requests_are_answered_in_order_a_turn_at_a_time(
     (they are served in a loop, a turn at a time, never by recursion)."""
     from wsserver.drivers.http import REQUESTS_PER_TURN
 
-    steps = [0]
-    poll = routes.poll
-
-    def counted(timeout: float = 0.0) -> bool:
-        steps[0] += 1
-        return poll(timeout)
-
-    routes.poll = counted  # type: ignore[method-assign]
+    polls = count_polls(routes)
     answered_in_step: list[int] = []
 
     def numbered(request: Any) -> str:
-        answered_in_step.append(steps[0])
+        answered_in_step.append(len(polls))
         return request.query.get("n", "")
 
     routes.http_server.route("/n", handler=numbered)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DEADLINE, Recorder, Worker, driver_of, pump_until
+from conftest import DEADLINE, Recorder, Worker, count_polls, driver_of, pump_until
 from rawws import client_frame, close_payload, open_websocket, read_frame
 from wsserver import Client, Server
 from wsserver.protocol import CloseCode, InvalidState, Opcode
@@ -183,27 +183,14 @@ def test_a_client_over_its_write_limit_is_not_heard_until_it_catches_up(make_ser
 # -- fair turns ---------------------------------------------------------------
 
 
-def count_steps(server: Server) -> list[int]:
-    """A one-element list holding the number of poll() steps so far."""
-    steps = [0]
-    poll = server.poll
-
-    def counted(timeout: float = 0.0) -> bool:
-        steps[0] += 1
-        return poll(timeout)
-
-    server.poll = counted  # type: ignore[method-assign]
-    return steps
-
-
 def test_one_step_hands_out_at_most_one_turn_of_a_burst(server: Server) -> None:
     """A thousand pipelined messages in one segment: each poll() step hands
     out at most EVENTS_PER_TURN of them, and every one arrives, in order."""
     from wsserver.drivers.websocket import EVENTS_PER_TURN
 
-    steps = count_steps(server)
+    polls = count_polls(server)
     seen: list[tuple[int, str]] = []
-    server.on_message = lambda client, message: seen.append((steps[0], message.data))
+    server.on_message = lambda client, message: seen.append((len(polls), message.data))
     burst = b"".join(client_frame(Opcode.TEXT, b"%d" % n) for n in range(1000))
 
     def client() -> None:
@@ -226,13 +213,13 @@ def test_a_flooding_client_does_not_hold_up_another(server: Server) -> None:
     few turns' worth of the flood handled before it."""
     from wsserver.drivers.websocket import EVENTS_PER_TURN
 
-    steps = count_steps(server)
+    polls = count_polls(server)
     handled_at: dict[str, tuple[int, int]] = {}
     flood_handled = [0]
 
     def on_message(client: Client, message: Any) -> None:
         if message.data.startswith("normal"):
-            handled_at[message.data] = (steps[0], flood_handled[0])
+            handled_at[message.data] = (len(polls), flood_handled[0])
         else:
             flood_handled[0] += 1
         client.send(message.data)
@@ -262,7 +249,7 @@ def test_a_flooding_client_does_not_hold_up_another(server: Server) -> None:
                 sock.sendall(client_frame(Opcode.TEXT, b"normal %d" % n))
                 # After the send: the message is in the server's socket by
                 # now (this thread may wait for the GIL before noting it).
-                sent_at[f"normal {n}"] = (steps[0], flood_handled[0])
+                sent_at[f"normal {n}"] = (len(polls), flood_handled[0])
                 replies.append(read_frame(sock))
             return replies
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import DEADLINE
-from wsserver.reactor import Reactor, Stream
+from wsserver.reactor import Listener, Reactor, Stream
 
 
 class Sink:
@@ -294,3 +294,47 @@ def test_running_out_of_descriptors_does_not_spin_and_recovers() -> None:
         if child.poll() is None:
             child.kill()
             child.communicate()
+
+
+def test_a_listener_out_of_descriptors_backs_off_logs_once_and_recovers(reactor: Reactor, caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+
+    accepted: list[socket.socket] = []
+    listener = reactor.listen("127.0.0.1", 0, lambda sock, address: accepted.append(sock))
+    failing = [True]
+
+    class OutOfDescriptors:
+        """The listening socket, whose accept() fails while ``failing``."""
+
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+        def accept(self) -> tuple[socket.socket, object]:
+            if failing[0]:
+                raise OSError(errno.EMFILE, "Too many open files")
+            return self.sock.accept()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.sock, name)
+
+    listener.socket = OutOfDescriptors(listener.socket)  # type: ignore[assignment]
+    client = socket.create_connection(listener.address[:2])
+    try:
+        with caplog.at_level("WARNING", logger="wsserver"):
+            deadline = time.monotonic() + DEADLINE
+            while listener._failures < 3:  # three pauses, each ended by its timer
+                reactor.poll(0.05)
+                assert time.monotonic() < deadline
+            assert listener._backoff == 4 * Listener.BACKOFF  # doubling
+            failing[0] = False
+            while not accepted:
+                reactor.poll(0.05)
+                assert time.monotonic() < deadline
+        messages = [r.getMessage() for r in caplog.records]
+        assert len(messages) == 2, messages
+        assert "pausing the listener" in messages[0] and "accepting connections again after 3 failed" in messages[1]
+    finally:
+        client.close()
+        for sock in accepted:
+            sock.close()
+        listener.close()

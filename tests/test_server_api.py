@@ -102,15 +102,11 @@ def test_ipv6_loopback() -> None:
         server.stop()
 
 
-def test_stop_closes_clients_with_1001_runs_hooks_and_frees_the_port(make_server) -> None:
-    server = make_server()
-    port = server.get_local_ip()[1]
-    recorder = Recorder(server)
-    order: list[str] = []
-    server.before_stop = lambda: order.append("before_stop")
-    server.add_listener("stop", lambda: order.append("stop listener"))
-    connected = threading.Barrier(4)
-    results: list[int | None] = []
+def waiting_clients(server: Server, recorder: Recorder, count: int) -> tuple[list[Worker], list[int | None]]:
+    """``count`` clients connected and waiting for a message; each notes the
+    code of the Close frame it gets instead."""
+    connected = threading.Barrier(count + 1)
+    codes: list[int | None] = []
 
     def client() -> None:
         with connect(ws_url(server)) as ws:
@@ -118,13 +114,24 @@ def test_stop_closes_clients_with_1001_runs_hooks_and_frees_the_port(make_server
             try:
                 ws.recv(timeout=DEADLINE)
             except ConnectionClosed as exc:
-                results.append(exc.rcvd.code if exc.rcvd else None)
+                codes.append(exc.rcvd.code if exc.rcvd else None)
 
-    workers = [Worker(client) for _ in range(3)]
+    workers = [Worker(client) for _ in range(count)]
     for w in workers:
         w.start()
-    pump_until(server, lambda: len(recorder.opened) == 3 and connected.n_waiting == 3)
+    pump_until(server, lambda: len(recorder.opened) == count and connected.n_waiting == count)
     connected.wait(DEADLINE)
+    return workers, codes
+
+
+def test_stop_closes_clients_with_1001_runs_hooks_and_frees_the_port(make_server) -> None:
+    server = make_server()
+    port = server.get_local_ip()[1]
+    recorder = Recorder(server)
+    order: list[str] = []
+    server.before_stop = lambda: order.append("before_stop")
+    server.add_listener("stop", lambda: order.append("stop listener"))
+    workers, results = waiting_clients(server, recorder, 3)
     server.stop()
     assert order == ["before_stop", "stop listener"]
     recorder.check_invariants()
@@ -767,22 +774,7 @@ def test_stop_without_waiting_finishes_across_poll_steps(make_server) -> None:
     order: list[str] = []
     server.on_client_closed = lambda c: order.append(f"closed {c.id}")
     server.on_stopped = lambda: order.append("stopped")
-    codes: list[int | None] = []
-    connected = threading.Barrier(4)
-
-    def client() -> None:
-        with connect(ws_url(server)) as ws:
-            connected.wait(DEADLINE)
-            try:
-                ws.recv(timeout=DEADLINE)
-            except ConnectionClosed as exc:
-                codes.append(exc.rcvd.code if exc.rcvd else None)
-
-    workers = [Worker(client) for _ in range(3)]
-    for w in workers:
-        w.start()
-    pump_until(server, lambda: len(recorder.opened) == 3 and connected.n_waiting == 3)
-    connected.wait(DEADLINE)
+    workers, codes = waiting_clients(server, recorder, 3)
     server.stop(wait=False)
     assert server.stopping and order == []  # nothing waited for
     pump_until(server, lambda: order and order[-1] == "stopped", what="the stop to finish")
