@@ -201,20 +201,22 @@ class HttpDriver:
     # -- streamed bodies ---------------------------------------------------
 
     def _pump_body(self) -> bool:
-        """Write streamed body chunks while the socket keeps up, for at most
-        one poll budget; return whether the body is finished (the rest goes
-        on at the next poll step, or when the socket drains)."""
+        """Write streamed body chunks while the socket keeps up, until the
+        poll step's budget is spent (one chunk at least); return whether the
+        body is finished (the rest goes on at the next poll step, or when
+        the socket drains)."""
         stream = self.stream
         reactor = self.reactor
-        stop_at = reactor.time() + reactor.budget
         body = self._body
+        pulled = False
         while body is not None and stream.buffered_amount <= stream.low_water and not stream.is_closing:
-            if reactor.time() >= stop_at:
+            if pulled and reactor.time() >= reactor.step_deadline:
                 # The kernel keeps taking bytes (a fast reader of a big file):
                 # yield the GUI thread, resume on the next step.
                 if self._body_resume is None:
                     self._body_resume = reactor.call_later(0, self._resume_body)
                 return False
+            pulled = True
             try:
                 chunk = next(body)
             except StopIteration:

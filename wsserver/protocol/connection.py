@@ -170,6 +170,7 @@ class Connection:
         self._input = bytearray()
         self._input_pos = 0
         self._parsing = True  # False once failed or closed: input is ignored
+        self._error: ProtocolError | None = None  # found while taking input in; reported next
         # The frame whose payload is being read.
         self._header: FrameHeader | None = None
         self._remaining = 0
@@ -201,11 +202,39 @@ class Connection:
         After a failure or once the closing handshake is complete, input is
         ignored.
         """
-        if self._parsing:
-            if self._input_pos:
-                del self._input[: self._input_pos]  # cheap: a bytearray shrinks from the front in place
-                self._input_pos = 0
+        if not self._parsing or self._error is not None:
+            return
+        if self._input_pos:
+            del self._input[: self._input_pos]  # cheap: a bytearray shrinks from the front in place
+            self._input_pos = 0
+        if not self._input:
+            # Nothing before this input is left unhandled, so no event can
+            # come first: the payload of a large frame is taken in where it
+            # lies instead of being copied into the input buffer first (a
+            # large message would be copied twice). An error found on the
+            # way fails the connection at the next next_event().
+            try:
+                data = self._take_large_payload(memoryview(data).cast("B"))
+            except ProtocolError as exc:
+                self._error = exc
+                return
+        if data:
             self._input += data
+
+    def _take_large_payload(self, view: memoryview) -> memoryview:
+        """Take in the start of ``view`` if it is payload of a frame under
+        way, or a large data frame's header and payload; return the rest."""
+        if self._header is None:
+            header = parse_header(view)
+            if header is None or header.opcode >= _CLOSE or header.length <= _SLICE_LIMIT:
+                return view  # small frames take the one-go path in next_event()
+            self._start_frame(header)
+            view = view[header.size :]
+        take = min(self._remaining, len(view))
+        if take:
+            self._payload(view[:take])
+            self._remaining -= take
+        return view[take:]
 
     @property
     def buffered_input(self) -> int:
@@ -226,6 +255,8 @@ class Connection:
         """
         if not self._parsing:
             return None
+        if self._error is not None:
+            return self._fail_on(self._error)
         buf = self._input
         pos = self._input_pos
         try:
