@@ -113,15 +113,15 @@ def test_http10_closes_unless_keep_alive_and_never_chunks(routes: Server) -> Non
 ERRORS = [
     (b"GARBAGE\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
-    (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
-    (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413),
-    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Filler: y\r\n" * 200 + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"z" * 70000 + b"\r\n\r\n", 431),
-    (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-    (b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", 501),
-    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999999\r\n\r\n", 413),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"X-Filler: y\r\n" * 200 + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"z" * 70000 + b"\r\n\r\n", 431),
+    (b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"BREW /pot HTTP/1.1\r\nHost: localhost\r\n\r\n", 501),
+    (b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
 ]
 
 
@@ -147,7 +147,7 @@ def test_a_partial_request_times_out_with_408() -> None:
     server.start("127.0.0.1", 0)
     try:
         with connect(server.get_local_ip()[1]) as sock:
-            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n")  # never finished
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n")  # never finished
             sock.setblocking(False)
             received = bytearray()
 

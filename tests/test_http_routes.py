@@ -62,7 +62,7 @@ def test_the_request_a_handler_sees(server: Server) -> None:
 def test_a_chunked_request_body_is_decoded(server: Server) -> None:
     server.http_server.route("/upload", methods=("POST",), handler=lambda request: request.body)
     port = server.get_local_ip()[1]
-    request = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
+    request = b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
     (response,) = run_client(server, exchange, port, request)
     assert (response.status, response.body) == (200, b"hello world")
 

@@ -76,13 +76,13 @@ def test_hostile_target_gets_an_error_and_never_the_file(server: Server, site: P
 
 def test_a_raw_nul_byte_in_the_target_is_a_bad_request(server: Server, site: Path) -> None:
     port = server.get_local_ip()[1]
-    (response,) = run_client(server, exchange, port, b"GET /index.html\x00/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n")
+    (response,) = run_client(server, exchange, port, b"GET /index.html\x00/../../etc/passwd HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert response.status == 400 and b"root:" not in response.body
 
 
 def test_a_symlink_inside_the_root_is_followed(server: Server, site: Path) -> None:
     port = server.get_local_ip()[1]
-    (response,) = run_client(server, exchange, port, b"GET /inner-link.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    (response,) = run_client(server, exchange, port, b"GET /inner-link.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert (response.status, response.body) == (200, b"a note")
 
 
@@ -93,7 +93,7 @@ def test_a_symlinked_root_still_confines(tmp_path: Path, site: Path) -> None:
     server.start("127.0.0.1", 0)
     try:
         port = server.get_local_ip()[1]
-        ok, hostile = run_client(server, exchange, port, b"GET /docs/note.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /../outside/secret.txt HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+        ok, hostile = run_client(server, exchange, port, b"GET /docs/note.txt HTTP/1.1\r\nHost: localhost\r\n\r\nGET /../outside/secret.txt HTTP/1.1\r\nHost: localhost\r\n\r\n", 2)
     finally:
         server.stop()
     assert ok.status == 200 and hostile.status == 403 and SECRET not in hostile.body
@@ -107,7 +107,7 @@ def test_the_fallback_and_error_pages_stay_inside_the_root(server: Server, site:
     errors: list[BaseException] = []
     server.on_error = lambda client, exc: errors.append(exc)
     port = server.get_local_ip()[1]
-    forbidden, spa = run_client(server, exchange, port, b"GET /../outside/x HTTP/1.1\r\nHost: x\r\n\r\nGET /app/route HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+    forbidden, spa = run_client(server, exchange, port, b"GET /../outside/x HTTP/1.1\r\nHost: localhost\r\n\r\nGET /app/route HTTP/1.1\r\nHost: localhost\r\n\r\n", 2)
     assert forbidden.status == 403 and SECRET not in forbidden.body
     assert errors, "the bad error page was reported"
     assert (spa.status, spa.body) == (200, b"<p>home</p>")

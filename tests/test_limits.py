@@ -88,13 +88,13 @@ def test_max_message_size(harness):
 
 
 @pytest.mark.parametrize(("option", "request_bytes", "status"), [
-    ({"max_request_line": 1024}, b"GET /" + b"a" * 1100 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-    ({}, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-    ({"max_header_bytes": 1024}, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 1100 + b"\r\n\r\n", 431),
-    ({}, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70000 + b"\r\n\r\n", 431),
-    ({"max_header_count": 10}, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(10)) + b"\r\n", 431),
-    ({}, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(100)) + b"\r\n", 431),
-    ({"max_body_size": 1000}, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n", 413),
+    ({"max_request_line": 1024}, b"GET /" + b"a" * 1100 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
+    ({}, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
+    ({"max_header_bytes": 1024}, b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 1100 + b"\r\n\r\n", 431),
+    ({}, b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 70000 + b"\r\n\r\n", 431),
+    ({"max_header_count": 10}, b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(10)) + b"\r\n", 431),
+    ({}, b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(100)) + b"\r\n", 431),
+    ({"max_body_size": 1000}, b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1001\r\n\r\n", 413),
 ], ids=["request-line", "request-line-default", "header-bytes", "header-bytes-default", "header-count", "header-count-default", "body"])
 def test_http_request_limits(harness, option, request_bytes, status):
     h = harness(**option)
@@ -104,8 +104,8 @@ def test_http_request_limits(harness, option, request_bytes, status):
 
 
 @pytest.mark.parametrize(("option", "request_bytes"), [
-    ({"max_request_line": 1024}, b"GET /" + b"a" * 1000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-    ({"max_header_count": 10}, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(8)) + b"\r\n"),
+    ({"max_request_line": 1024}, b"GET /" + b"a" * 1000 + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    ({"max_header_count": 10}, b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(8)) + b"\r\n"),
 ], ids=["request-line", "header-count"])
 def test_http_request_just_under_the_limit_is_served(harness, option, request_bytes):
     h = harness(**option)
@@ -181,12 +181,12 @@ def test_max_connections_answers_503_and_keeps_serving(harness):
     h = harness(max_connections=5)  # the healthy WebSocket client holds one
     held = [socket.create_connection(h.address) for _ in range(4)]
     h.pump(lambda: h.server.connection_count() == 5)
-    answer = raw_request(h, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = raw_request(h, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert status_of(answer) == 503 and b"Retry-After: 1\r\n" in answer
     h.keeps_working()
     held.pop().close()
     h.pump(lambda: h.server.connection_count() == 4)
-    assert status_of(raw_request(h, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 404  # served again
+    assert status_of(raw_request(h, b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")) == 404  # served again
     for sock in held:
         sock.close()
     h.finish()
@@ -216,11 +216,12 @@ def test_one_way_pong_heartbeats_drop_no_one(harness):
 
 
 def test_origins_allow_list(harness):
-    # None lets in clients that send no Origin (programs, not browsers), as
-    # the healthy client is; a browser page always sends its origin.
-    h = harness(origins=["http://app.example", None])
+    """Besides the server's own origin, a page of a listed origin may open a
+    WebSocket; any other gets 403 before the application's hook runs."""
+    h = harness(origins=["http://app.example"])
     asked = []
     h.server.on_upgrade_to_websocket = lambda client, request, response, protocols, origin: asked.append(origin)
+    own = "http://" + h.url.split("/")[2]
 
     def attempt(origin):
         try:
@@ -231,21 +232,21 @@ def test_origins_allow_list(harness):
             return exc.response.status_code
 
     assert run_client(h.server, attempt, "http://app.example") == "hi"
+    assert run_client(h.server, attempt, own) == "hi"
     assert run_client(h.server, attempt, "http://evil.example") == 403
     assert run_client(h.server, attempt, "http://app.example:8080") == 403  # another origin
-    assert asked == ["http://app.example"]  # the others were refused before the application's hook
+    assert asked == ["http://app.example", own]  # the others were refused before the application's hook
     h.finish()
 
 
-def test_origins_without_none_refuses_clients_that_send_no_origin(harness):
-    h = harness(origins=["http://app.example"], healthy=False)
+@pytest.mark.parametrize("origins", [None, ["http://app.example"]])
+def test_clients_that_send_no_origin_are_programs_and_stay_allowed(harness, origins):
+    h = harness(origins=origins, healthy=False)
 
     def attempt():
-        try:
-            with connect(h.url):
-                return 101
-        except InvalidStatus as exc:
-            return exc.response.status_code
+        with connect(h.url) as ws:
+            ws.send("hi")
+            return ws.recv(timeout=5)
 
-    assert run_client(h.server, attempt) == 403
+    assert run_client(h.server, attempt) == "hi"
     h.finish()

@@ -69,3 +69,38 @@ def test_port_in_use_is_a_clear_error() -> None:
         assert "cannot listen" in result.stderr
     finally:
         stop(process)
+
+
+def test_safe_by_default_and_opened_up_by_name() -> None:
+    """Foreign origins and host names are refused as shipped; --allow-origin
+    and --allow-host open them up."""
+    import http.client
+
+    from websockets.exceptions import InvalidStatus
+
+    def status_for_host(url: str, host: str) -> int:
+        connection = http.client.HTTPConnection(url.split("/")[2], timeout=DEADLINE)
+        connection.request("GET", "/", headers={"Host": host})
+        return connection.getresponse().status
+
+    def upgrade_from(url: str, origin: str) -> str:
+        try:
+            with connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+                ws.send("hi")
+                return str(ws.recv(timeout=DEADLINE))
+        except InvalidStatus as exc:
+            return str(exc.response.status_code)
+
+    process, url = start()
+    try:
+        assert status_for_host(url, "attacker.example") == 421
+        assert upgrade_from(url, "http://attacker.example") == "403"
+    finally:
+        assert stop(process) == 0
+    process, url = start("--allow-host", "mypc.lan", "--allow-origin", "http://app.example")
+    try:
+        assert status_for_host(url, "mypc.lan") == 200
+        assert status_for_host(url, "attacker.example") == 421
+        assert upgrade_from(url, "http://app.example") == "hi"
+    finally:
+        assert stop(process) == 0

@@ -451,6 +451,7 @@ def test_ping_is_answered_and_unsolicited_pong_accepted(server: Server) -> None:
 
 
 def test_upgrade_hook_sees_the_request_and_picks_a_subprotocol(server: Server, recorder: Recorder) -> None:
+    server.origins = ["http://app.test"]  # a page of the application's, served elsewhere
     seen = {}
 
     def on_upgrade(client, request, response, protocol, origin) -> None:

@@ -14,7 +14,7 @@ from .protocol.handshake import generate_key as get_sec_key
 from .protocol.handshake import sha1_base64
 from .server import Client, Server, UpgradeResponse
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Server",

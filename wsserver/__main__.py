@@ -3,7 +3,8 @@
     python -m wsserver                 # echo on 127.0.0.1:8765, chat page at /
     python -m wsserver --broadcast     # relay every message to every client
     python -m wsserver --root site/    # serve the files of site/ instead
-    python -m wsserver --host 0.0.0.0  # reachable from the LAN
+    python -m wsserver --host 0.0.0.0  # reachable from the LAN (by IP address)
+    python -m wsserver --host 0.0.0.0 --allow-host mypc.lan --allow-origin http://mypc.lan:3000
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import Client, Message, Server
 
@@ -20,8 +22,8 @@ from . import Client, Message, Server
 BUILTIN_ROOT = Path(__file__).with_name("static")
 
 
-def build_server(broadcast: bool, root: str | Path = BUILTIN_ROOT) -> Server:
-    server = Server(root=root)
+def build_server(broadcast: bool, root: str | Path = BUILTIN_ROOT, allowed_hosts: list[str] | None = None, origins: list[str] | None = None) -> Server:
+    server = Server(root=root, allowed_hosts=allowed_hosts, origins=origins)
     log = logging.getLogger("wsserver.demo")
 
     def on_open(client: Client) -> None:
@@ -48,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     parser.add_argument("--broadcast", action="store_true", help="relay every message to all clients instead of echoing")
     parser.add_argument("--root", metavar="DIR", help="serve the files of DIR over HTTP (default: the built-in chat page)")
+    parser.add_argument(
+        "--allow-host", action="append", metavar="NAME", dest="allowed_hosts",
+        help="also serve requests for this host name (localhost and IP addresses always are); '*' for any; repeatable",
+    )
+    parser.add_argument(
+        "--allow-origin", action="append", metavar="ORIGIN", dest="origins",
+        help="also let pages of this origin open a WebSocket (the server's own page always may); '*' for any; repeatable",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -55,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.root is not None and not Path(args.root).is_dir():
         print(f"--root {args.root}: not a directory", file=sys.stderr)
         return 2
-    server = build_server(args.broadcast, args.root if args.root is not None else BUILTIN_ROOT)
+    server = build_server(
+        args.broadcast,
+        args.root if args.root is not None else BUILTIN_ROOT,
+        allowed_hosts=_any_or(args.allowed_hosts),
+        origins=_any_or(args.origins),
+    )
     try:
         server.start(args.host, args.port)
     except OSError as exc:
@@ -63,12 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"WebSocket: {server.get_url()}", flush=True)
     print(f"Page:      {server.http_server.get_url()}", flush=True)
+    if args.host in ("0.0.0.0", "::", ""):
+        # What a phone on the LAN opens: names need --allow-host (DNS rebinding).
+        print(f"On the LAN: {server.http_server.get_url(use_lan_ip=True)}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.call_soon_threadsafe(server.stop))
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         server.stop()
     return 0
+
+
+def _any_or(values: list[str] | None) -> Any:
+    """A repeated option's values, or "*" if one of them is."""
+    return "*" if values and "*" in values else values
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from threading import get_ident
 from typing import Any
 
@@ -99,7 +99,14 @@ class Server:
     :param heartbeat_type: 9 (Ping, answered by the client) or 10 (Pong,
         one-way).
     :param heartbeat_data: the heartbeat frames' payload.
-    :param origins: if set, the ``Origin`` values allowed to upgrade (403 otherwise).
+    :param origins: the browser origins allowed to open a WebSocket besides
+        the server's own (see :mod:`wsserver.http.policy`); ``"*"`` allows
+        any. An upgrade without ``Origin`` (a program, not a browser) is
+        always allowed; any other gets 403.
+    :param allowed_hosts: host names (``Host`` header) served besides
+        ``localhost`` and IP addresses (loopback ones only on a loopback
+        bind); a leading dot allows subdomains; ``"*"`` allows any. Others
+        get 421: the defence against DNS rebinding.
     :param poll_budget: seconds of work one :meth:`poll` does at most.
     :param root: the document root that ``http_server`` serves files from
         (see :class:`~wsserver.http.server.HttpServer`); None for none.
@@ -128,7 +135,8 @@ class Server:
         heartbeat_timeout: float | None = 20.0,
         heartbeat_type: int = Opcode.PING,
         heartbeat_data: Data = b"",
-        origins: list[str | None] | None = None,
+        origins: str | Collection[str | None] | None = None,
+        allowed_hosts: str | Collection[str] | None = None,
         poll_budget: float = 0.002,
         root: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -153,6 +161,7 @@ class Server:
         self.heartbeat_type = heartbeat_type
         self.heartbeat_data = heartbeat_data
         self.origins = origins
+        self.allowed_hosts = allowed_hosts
 
         self.on_open: Callable[[Client], Any] | None = None
         self.on_message: Callable[[Client, Message], Any] | None = None

@@ -12,12 +12,14 @@ connection to a :class:`~wsserver.drivers.websocket.WebSocketDriver`.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from ..client import UpgradeResponse
 from ..http.framing import BodyFraming, end_of_body, frame_chunk, plan_response
+from ..http.policy import host_allowed, origin_allowed
 from ..http.request import HttpError, Request
 from ..http.response import Response, render_head
 from ..http.sse import EventStream
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from ..reactor import Timer
 
 __all__ = ["HttpDriver", "REQUESTS_PER_TURN"]
+
+logger = logging.getLogger("wsserver")
 
 #: Pipelined requests one turn answers at most; the rest wait for the
 #: connection's next turn, behind the other ready connections.
@@ -149,11 +153,17 @@ class HttpDriver:
                 return
             self._set_timer(None)
             request.client_address = self.stream.peer_address
+            host = request.headers.get("Host")
+            if not host_allowed(host, self._bound_host(), context.server.allowed_hosts):
+                # DNS rebinding: a foreign name resolved to this machine.
+                logger.warning("refused a request for Host %r from %s (not an allowed host; see allowed_hosts)", host, request.client_address[0])
+                self._send_error(421, f"host {host!r} is not served here", request=request)
+                return
             if is_upgrade_request(request.headers):
                 if context.server.http_server.accepts_websocket(request.path):
                     self._upgrade(request)
                 else:
-                    self._send_error(404, "no WebSocket on this path")
+                    self._send_error(404, "no WebSocket on this path", request=request)
             else:
                 self._keep_alive = request.keep_alive and not context.stopping
                 self._respond(request, context.server.http_server.handle(request))
@@ -162,10 +172,15 @@ class HttpDriver:
             # read no more until the answer is done, so the backlog stays bounded.
             self.stream.pause_reading()
 
-    def _send_error(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
-        """Answer with an error (the application's error page, if it has one) and close the connection."""
+    def _send_error(self, status: int, message: str, headers: list[tuple[str, str]] | None = None, request: Request | None = None) -> None:
+        """Answer with an error (the application's error page, given the
+        request when there is one) and close the connection."""
         self._keep_alive = False
-        self._respond(None, self.context.server.http_server.error_response(status, message, headers or ()))
+        self._respond(None, self.context.server.http_server.error_response(status, message, headers or (), request=request))
+
+    def _bound_host(self) -> str:
+        local = self.context.server.get_local_ip()
+        return local[0] if local is not None else ""
 
     def _respond(self, request: Request | None, response: Response) -> None:
         """Write ``response``: whole, or its head and as much of its streamed
@@ -270,15 +285,17 @@ class HttpDriver:
         context = self.context
         server = context.server
         if context.stopping:
-            self._send_error(503, "server is stopping")
+            self._send_error(503, "server is stopping", request=request)
             return
         try:
             offer = parse_upgrade(request.method, request.version, request.headers)
         except HandshakeError as exc:
-            self._send_error(exc.status, exc.message, exc.headers)
+            self._send_error(exc.status, exc.message, exc.headers, request=request)
             return
-        if server.origins is not None and offer.origin not in server.origins:
-            self._send_error(403, "origin not allowed")
+        if not origin_allowed(offer.origin, request.headers.get("Host"), "http", server.origins):
+            # Cross-site WebSocket hijacking: a foreign page's script.
+            logger.warning("refused a WebSocket upgrade from origin %r (not the server's own; see origins)", offer.origin)
+            self._send_error(403, f"origin {offer.origin!r} may not open a WebSocket here", request=request)
             return
         client = context.new_client(request, self.stream.peer_address)
         response = UpgradeResponse()
@@ -298,7 +315,7 @@ class HttpDriver:
             if response.dropped:
                 self.stream.close()
             else:
-                self._send_error(response.refused_status or 403, response.refused_body)
+                self._send_error(response.refused_status or 403, response.refused_body, request=request)
             return
         headers = accept_headers(offer.key, subprotocol)
         chosen = {name.lower() for name, _ in headers}
