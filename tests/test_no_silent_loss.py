@@ -143,6 +143,13 @@ class FrameReader:
 # -- 1a: the scenario of the issue ---------------------------------------------
 
 
+
+def assert_closed_for_not_reading(h: Any, client: Any) -> None:
+    """The client was closed with 1008, once, and on_error was told why."""
+    assert client.close_code == 1008
+    assert h.recorder.closed[client.id] == 1
+    assert any(c is client for c, _ in h.recorder.errors), "on_error was not told why the client was closed"
+
 def test_publish_after_a_big_echo_arrives_after_it(harness) -> None:
     """The echo of a 4 MiB message alone puts the client over the default
     write_limit; a publish() in the same callback must still reach it,
@@ -261,9 +268,7 @@ def test_a_send_past_max_write_buffer_closes_a_client_that_never_reads_with_1008
     assert h.server.send_data(client, b"after") is False
     h.keeps_working()
     h.pump(lambda: client.is_closed, what="the capped client's TCP to be dropped after close_timeout")
-    assert client.close_code == 1008
-    assert h.recorder.closed[client.id] == 1
-    assert any(c is client for c, _ in h.recorder.errors), "on_error was not told why the client was closed"
+    assert_closed_for_not_reading(h, client)
     sock.close()
     h.finish()
 
@@ -357,9 +362,7 @@ def test_a_client_over_write_limit_past_write_grace_is_closed_with_1008(harness)
     # Going over the mark closes nothing by itself: the grace period starts.
     assert client.is_connected and client.writable is False
     h.pump(lambda: client.is_closed, what="the stalled client to be closed once write_grace passed")
-    assert client.close_code == 1008
-    assert h.recorder.closed[client.id] == 1
-    assert any(c is client for c, _ in h.recorder.errors), "on_error was not told why the client was closed"
+    assert_closed_for_not_reading(h, client)
     sock.close()
     h.finish()
 
