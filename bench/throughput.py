@@ -44,6 +44,7 @@ import os
 import select
 import selectors
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -60,20 +61,34 @@ BIG_LIMIT = 64 * 1024 * 1024  # message size and write-buffer limits given to ev
 class Scenario:
     name: str
     size: int  # payload bytes per message
-    text: bool = False
-    connections: int = 1
+    text: str | None = None  # "ascii" or "mixed" (1- to 4-byte UTF-8) for text messages
+    connections: int = 1  # connect: connections opened at a time
     window: int = 1  # messages in flight per connection (publish: of the sender)
     broadcast: bool = False
+    connect: bool = False  # each unit is a connection: open, handshake, Close, gone
+
+    @property
+    def unit(self) -> str:
+        return "conn" if self.connect else "delivery" if self.broadcast else "msg"
 
 
 SCENARIOS = [
+    Scenario("echo-64t", 64, text="ascii", connections=50, window=10),
+    Scenario("connect", 0, connections=8, connect=True),
+    Scenario("publish-200", 64, text="ascii", connections=200, window=8, broadcast=True),
+    Scenario("text-1m", 1024 * 1024, text="ascii", connections=1, window=1),
+    Scenario("echo-1m", 1024 * 1024, connections=1, window=1),
     Scenario("echo-32", 32, connections=50, window=16),
     Scenario("echo-64k", 64 * 1024, connections=4, window=4),
-    Scenario("echo-1m", 1024 * 1024, connections=2, window=2),
     Scenario("echo-8m", 8 * 1024 * 1024, connections=1, window=2),
-    Scenario("text-64k", 64 * 1024, text=True, connections=4, window=4),
+    Scenario("text-64k", 64 * 1024, text="mixed", connections=4, window=4),
     Scenario("publish-100", 1024, connections=100, window=8, broadcast=True),
 ]
+
+# The scenarios of the CPU-ratio table (wsserver against websockets with its
+# C speedups, the default install), with the ratio each must reach.
+RATIO_TARGETS = {"echo-64t": 0.40, "connect": 0.35, "publish-200": 0.45, "text-1m": 1.2, "echo-1m": None}
+RATIO_REFERENCE = "websockets-asyncio"
 
 # --------------------------------------------------------------------------
 # frames (the load client's own minimal codec, independent of wsserver)
@@ -98,7 +113,10 @@ def masked_frame(opcode: int, payload: bytes, mask: bytes) -> bytes:
 
 
 def make_payload(scenario: Scenario) -> bytes:
-    if scenario.text:
+    if scenario.text == "ascii":
+        unit = b"wsserver ascii text 0123456789 "
+        return (unit * (scenario.size // len(unit) + 1))[: scenario.size]
+    if scenario.text == "mixed":
         # Mixed 1- to 4-byte UTF-8, cut at a character boundary.
         unit = "wsserver ünïcødé ✓ 測試 😀 ".encode()
         data = unit * (scenario.size // len(unit) + 1)
@@ -150,7 +168,96 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+CLOSE_ANSWER = frame_header(8, 2, None) + (1000).to_bytes(2, "big")
+
+
+def run_connect_load(port: int, server_pid: int, scenario: Scenario, duration: float, warmup: float) -> dict:
+    """Connections, ``scenario.connections`` at a time: each connects, sends
+    the upgrade request, reads the 101, sends a Close frame (1000), reads the
+    server's Close frame and waits for the server to end the TCP connection
+    (so the server, which closes first, keeps the TIME_WAIT)."""
+    close_frame = masked_frame(8, (1000).to_bytes(2, "big"), os.urandom(4))
+    selector = selectors.DefaultSelector()
+    done = 0
+
+    def open_one() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect_ex((HOST, port))
+        request, accept = handshake_request(port)
+        # [state, bytes received, request, expected accept]; state 0: connecting,
+        # 1: waiting for the 101, 2: waiting for the Close frame, 3: waiting for EOF.
+        selector.register(sock, selectors.EVENT_WRITE, [0, b"", request, accept])
+
+    for _ in range(scenario.connections):
+        open_one()
+    start = time.perf_counter()
+    t0, t1 = start + warmup, start + warmup + duration
+    measuring, sending = False, True
+    done0 = done1 = 0
+    cpu0 = cpu1 = srv0 = srv1 = 0.0
+    while True:
+        now = time.perf_counter()
+        if not measuring and now >= t0:
+            measuring, done0, t0 = True, done, now
+            cpu0, srv0 = time.process_time(), _cpu_seconds(server_pid)
+        if sending and now >= t1:
+            sending, done1, t1 = False, done, now
+            cpu1, srv1 = time.process_time(), _cpu_seconds(server_pid)
+        if not sending and not selector.get_map():
+            break
+        if now > t1 + 60:
+            raise RuntimeError("connections still open at the deadline")
+        for key, _events in selector.select(0.5):
+            sock, state = key.fileobj, key.data
+            if state[0] == 0:
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise RuntimeError(f"connect failed: {os.strerror(err)}")
+                sock.send(state[2])
+                state[0] = 1
+                selector.modify(sock, selectors.EVENT_READ, state)
+                continue
+            try:
+                chunk = sock.recv(4096)
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            if state[0] < 3 and not chunk:
+                raise RuntimeError("server closed the connection early")
+            state[1] += chunk
+            if state[0] == 1 and b"\r\n\r\n" in state[1]:
+                head, _, rest = state[1].partition(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 101") or state[3] not in head:
+                    raise RuntimeError(f"bad handshake answer: {head[:200]!r}")
+                state[0], state[1] = 2, rest
+                sock.send(close_frame)
+            if state[0] == 2 and len(state[1]) >= len(CLOSE_ANSWER):
+                if state[1][: len(CLOSE_ANSWER)] != CLOSE_ANSWER:
+                    raise RuntimeError(f"unexpected Close answer {state[1][:16]!r}")
+                state[0] = 3
+            if state[0] == 3 and not chunk:
+                selector.unregister(sock)
+                sock.close()
+                done += 1
+                if sending:
+                    open_one()
+    seconds = t1 - t0
+    return {
+        "messages": done1 - done0,
+        "seconds": seconds,
+        "msgs_per_s": (done1 - done0) / seconds,
+        "mb_per_s": 0.0,
+        "client_cpu": (cpu1 - cpu0) / seconds,
+        "server_cpu": (srv1 - srv0) / seconds,
+    }
+
+
 def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, warmup: float) -> dict:
+    if scenario.connect:
+        return run_connect_load(port, server_pid, scenario, duration, warmup)
     payload = make_payload(scenario)
     opcode = 1 if scenario.text else 2
     mask = os.urandom(4)
@@ -514,9 +621,10 @@ def serve_wsproto(port_out, broadcast: bool) -> None:
                         write(sock, ws.send(event.response()))
 
 
-def serve_null(port_out, broadcast: bool, in_len: int, out_frame: bytes) -> None:
+def serve_null(port_out, broadcast: bool, in_len: int, out_frame: bytes, close_after: bool = False) -> None:
     """No WebSocket work: count incoming bytes, answer each whole frame with a
-    precomputed one. The load client's ceiling on this machine."""
+    precomputed one (and end the connection then, with ``close_after``). The
+    load client's ceiling on this machine."""
     listener = socket.create_server((HOST, 0))
     listener.setblocking(False)
     selector = selectors.DefaultSelector()
@@ -561,6 +669,11 @@ def serve_null(port_out, broadcast: bool, in_len: int, out_frame: bytes) -> None
                         break
                     out.pop(0)
                 if not out:
+                    if close_after:
+                        peers.pop(sock)
+                        selector.unregister(sock)
+                        sock.close()
+                        continue
                     selector.modify(sock, selectors.EVENT_READ, sock)
             if events & selectors.EVENT_READ:
                 try:
@@ -613,11 +726,13 @@ SERVERS = {
 PURE_PYTHON = {"wsproto"}
 
 
-def _null_frames(scenario: Scenario) -> tuple[int, bytes]:
+def _null_frames(scenario: Scenario) -> tuple[int, bytes, bool]:
+    if scenario.connect:
+        return 8, CLOSE_ANSWER, True  # a masked Close frame with a code in, the Close answer out
     payload = make_payload(scenario)
     opcode = 1 if scenario.text else 2
     in_len = len(frame_header(opcode, len(payload), b"\0" * 4)) + len(payload)
-    return in_len, frame_header(opcode, len(payload), None) + payload
+    return in_len, frame_header(opcode, len(payload), None) + payload, False
 
 
 def _server_environment(name: str, base: str | None) -> dict:
@@ -734,7 +849,39 @@ def render(results: dict, servers: list[str], scenarios: list[Scenario], markdow
     if any(len(row) > len(ratio_header) for row in ratios):
         ratio_header += ["wsserver-base", "ratio"]
         ratios = [row + [""] * (len(ratio_header) - len(row)) for row in ratios]
-    return _table(header, rows, markdown) + "\n\n" + _table(ratio_header, ratios, markdown)
+    tables = [_table(header, rows, markdown), _table(ratio_header, ratios, markdown)]
+    cpu_rows = _cpu_ratio_rows(results, scenarios)
+    if cpu_rows:
+        cpu_header = ["scenario", "unit", "wsserver CPU µs/unit", f"{RATIO_REFERENCE} µs/unit", "ratio", "target"]
+        tables.append(_table(cpu_header, cpu_rows, markdown))
+    return "\n\n".join(tables)
+
+
+def median_run(rounds: list[dict]) -> dict:
+    """The median of a server's rounds, figure by figure (an error if none succeeded)."""
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return rounds[0]
+    return {key: statistics.median(r[key] for r in good) for key in good[0]}
+
+
+def cpu_per_unit(result: dict) -> float:
+    """Server CPU seconds per unit of work (message, delivery or connection)."""
+    return result["server_cpu"] / result["msgs_per_s"]
+
+
+def _cpu_ratio_rows(results: dict, scenarios: list[Scenario]) -> list[list[str]]:
+    """wsserver's server CPU per unit of work ÷ the reference server's."""
+    rows = []
+    for scenario in scenarios:
+        ours, theirs = results.get((scenario.name, "wsserver")), results.get((scenario.name, RATIO_REFERENCE))
+        if not ours or not theirs or "error" in ours or "error" in theirs:
+            continue
+        ratio = cpu_per_unit(ours) / cpu_per_unit(theirs)
+        target = RATIO_TARGETS.get(scenario.name)
+        verdict = "" if target is None else f"≤ {target:.2f} {'met' if ratio <= target else 'not met'}"
+        rows.append([scenario.name, scenario.unit, f"{cpu_per_unit(ours) * 1e6:,.1f}", f"{cpu_per_unit(theirs) * 1e6:,.1f}", f"{ratio:.2f}", verdict])
+    return rows
 
 
 def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
@@ -760,7 +907,7 @@ def main() -> None:
     parser.add_argument("--scenarios", help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS))
     parser.add_argument("--duration", type=float, default=2.0, help="seconds measured per run (default 2)")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds over every server; each keeps its best (default 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over every server; the tables show medians (default 1)")
     parser.add_argument("--quick", action="store_true", help="1 s runs, 0.3 s warm-up")
     parser.add_argument("--base", metavar="DIR", help="also run wsserver from the checkout in DIR, as 'wsserver-base'")
     parser.add_argument("--verbose", action="store_true", help="show the servers' own logs")
@@ -778,22 +925,25 @@ def main() -> None:
     servers = [s for s in servers if s not in skipped]
     scenarios = [_scenario(s) for s in args.scenarios.split(",")] if args.scenarios else SCENARIOS
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; skipped (not installed): {', '.join(skipped) or 'none'}", file=sys.stderr)
-    results: dict = {}
+    runs: dict = {}
     # Rounds go over every server in turn, so that other work on the machine
-    # slows them alike; each keeps its best round.
+    # slows them alike; the tables show each server's median round.
     for _round in range(args.repeat):
         for scenario in scenarios:
             for name in servers:
-                key = (scenario.name, name)
                 try:
                     r = run_one(name, scenario, args.duration, args.warmup, args.verbose, args.base)
                 except Exception as exc:  # a server that fails a scenario gets an error row
-                    results.setdefault(key, {"error": str(exc)})
+                    r = {"error": str(exc)}
                     print(f"{scenario.name:12} {name:24} error: {exc}", file=sys.stderr)
-                    continue
-                print(f"{scenario.name:12} {name:24} {fmt_rate(r['msgs_per_s']):>10} msgs/s {r['mb_per_s']:8.1f} MB/s", file=sys.stderr)
-                if "error" in results.get(key, {}) or r["msgs_per_s"] > results.get(key, {}).get("msgs_per_s", -1):
-                    results[key] = r
+                else:
+                    print(
+                        f"{scenario.name:12} {name:24} {fmt_rate(r['msgs_per_s']):>10} {scenario.unit}s/s {r['mb_per_s']:8.1f} MB/s"
+                        f" {cpu_per_unit(r) * 1e6:10.1f} server µs/{scenario.unit}",
+                        file=sys.stderr,
+                    )
+                runs.setdefault((scenario.name, name), []).append(r)
+    results = {key: median_run(rounds) for key, rounds in runs.items()}
     print()
     print(render(results, servers, scenarios, markdown=False))
     if args.markdown:
