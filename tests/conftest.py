@@ -6,6 +6,7 @@ until a condition holds, and fail with a clear message at a deadline.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections import Counter
@@ -183,3 +184,23 @@ def ws_url(server: Server, path: str = "") -> str:
     url = server.get_url(path)
     assert url is not None
     return url
+
+
+def _unmaskers() -> list[Any]:
+    from wsserver.protocol import frames
+
+    accelerated = frames._numpy_unmasker() if importlib.util.find_spec("numpy") else None
+    return [
+        pytest.param(frames._unmask_in_place_pure, id="pure"),
+        pytest.param(accelerated, id="numpy", marks=pytest.mark.skipif(accelerated is None, reason="numpy is not installed")),
+    ]
+
+
+@pytest.fixture(params=_unmaskers())
+def each_unmasker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Run the test once with each way of unmasking in place: pure Python,
+    and numpy's (the ``speedups`` extra) when it is installed."""
+    from wsserver.protocol import frames
+
+    monkeypatch.setattr(frames, "unmask_in_place", request.param)
+    return request.param  # type: ignore[no-any-return]

@@ -195,7 +195,11 @@ def describe_bad_cases(outdir: Path) -> tuple[list[str], list[str], list[str]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_autobahn_sections_1_to_10_strict(tmp_path: Path) -> None:
+@pytest.mark.parametrize("speedups", ["pure", "numpy"])
+def test_autobahn_sections_1_to_10_strict(tmp_path: Path, speedups: str) -> None:
+    """Both unmasking paths: pure Python, and numpy's (the ``speedups`` extra)."""
+    if speedups == "numpy":
+        pytest.importorskip("numpy")
     if not AUTOBAHN.is_dir():
         reason = f"Autobahn|Testsuite not found at {AUTOBAHN} (expected <repo root>/../shared/autobahn)"
         if "CI" in os.environ:
@@ -217,6 +221,7 @@ def test_autobahn_sections_1_to_10_strict(tmp_path: Path) -> None:
             stderr=stderr,
             stdin=subprocess.DEVNULL,
             cwd=REPO_ROOT,
+            env=dict(os.environ, WSSERVER_SPEEDUPS="1" if speedups == "numpy" else "0"),
         )
     try:
         try:

@@ -9,13 +9,13 @@ import socket
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import DEADLINE
 from rawws import client_frame, receive
-from wsserver.protocol import Connection, Failure, Fragment, Message, Ping
-from wsserver.protocol.frames import _SMALL_MASK_LIMIT, Opcode, apply_mask, masked_copy
+from wsserver.protocol import BufferPool, Connection, Failure, Fragment, Message, Ping
+from wsserver.protocol.frames import _SMALL_MASK_LIMIT, _UNMASK_SLICE, Opcode, apply_mask, masked_copy, unmask_into
 from wsserver.reactor import Reactor, Stream
 
 # -- writes gathered per readiness event --------------------------------------
@@ -215,8 +215,18 @@ def naive_mask(data: bytes, mask: bytes, offset: int) -> bytes:
 SIZES = st.one_of(st.integers(0, 16), st.integers(_SMALL_MASK_LIMIT - 8, _SMALL_MASK_LIMIT + 8), st.integers(0, 5000))
 
 
+# The unmasking tests run once per way of unmasking (pure Python, numpy); the
+# monkeypatched choice holds for every example of a test.
+def each_unmasker_settings(max_examples: int = 100) -> settings:
+    return settings(max_examples=max_examples, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+
+
+EACH_UNMASKER = each_unmasker_settings()
+
+
+@EACH_UNMASKER
 @given(SIZES, st.binary(min_size=4, max_size=4), st.integers(0, 11), st.sampled_from([bytes, bytearray, memoryview]))
-def test_masked_copy_matches_the_definition_at_every_offset_and_size(size: int, mask: bytes, offset: int, kind) -> None:
+def test_masked_copy_matches_the_definition_at_every_offset_and_size(each_unmasker, size: int, mask: bytes, offset: int, kind) -> None:
     data = bytes((i * 7 + 3) & 0xFF for i in range(size))
     source = kind(bytearray(data)) if kind is memoryview else kind(data)
     out = masked_copy(source, mask, offset)
@@ -233,6 +243,26 @@ def test_masked_copy_never_aliases_the_callers_buffer() -> None:
     expected = bytes(out)
     buffer[:] = bytes(len(buffer))
     assert out == expected
+
+
+@EACH_UNMASKER
+@given(
+    st.one_of(st.integers(0, 9), st.integers(_SMALL_MASK_LIMIT - 4, _SMALL_MASK_LIMIT + 4), st.integers(0, 3 * _UNMASK_SLICE)),
+    st.integers(0, 7),
+    st.integers(0, 7),
+    st.integers(0, 100),
+)
+def test_unmask_into_writes_the_unmasked_piece_at_its_place(each_unmasker, size: int, start: int, offset: int, stale: int) -> None:
+    """Into a buffer longer than needed (a reused one, with stale bytes
+    after the piece, which stay) or shorter (it grows)."""
+    mask = b"\x01\x80\xfe\x37"
+    data = bytes((i * 13 + 5) & 0xFF for i in range(size))
+    buffer = bytearray(b"\xaa" * (start + stale))
+    end = unmask_into(buffer, start, memoryview(data), mask, offset)
+    assert end == start + size
+    assert bytes(buffer[start:end]) == naive_mask(data, mask, offset)
+    assert bytes(buffer[:start]) == b"\xaa" * start
+    assert bytes(buffer[end:]) == b"\xaa" * max(0, start + stale - end)
 
 
 # -- Connection.receive_data: chunks processed where they lie -------------------
@@ -278,9 +308,9 @@ MESSAGES = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@each_unmasker_settings(max_examples=200)
 @given(MESSAGES, st.lists(st.integers(1, 4000), max_size=12), st.sampled_from([bytes, memoryview]))
-def test_chunk_splits_give_the_same_events_from_any_buffer_type(messages, cuts, kind) -> None:
+def test_chunk_splits_give_the_same_events_from_any_buffer_type(each_unmasker, messages, cuts, kind) -> None:
     stream, expected = frames_of(messages)
     conn = Connection(max_message_size=None)
     got, pos = [], 0
@@ -298,7 +328,7 @@ def test_chunk_splits_give_the_same_events_from_any_buffer_type(messages, cuts, 
     assert events_of(got) == expected
 
 
-def test_a_large_frame_in_reactor_sized_chunks_is_one_message_of_bytes() -> None:
+def test_a_large_frame_in_reactor_sized_chunks_is_one_message_of_bytes(each_unmasker) -> None:
     payload = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4, masked at odd offsets
     stream = client_frame(Opcode.BINARY, payload) + client_frame(Opcode.TEXT, "é✓".encode() * 1000)
     conn = Connection(max_message_size=None)
@@ -364,9 +394,9 @@ def failures(events: list) -> bool:
     return any(isinstance(e, Failure) for e in events)
 
 
-@settings(max_examples=300, deadline=None)
+@each_unmasker_settings(max_examples=300)
 @given(UTF8_PIECES, st.lists(st.integers(1, 6), max_size=8), st.booleans())
-def test_text_fails_at_the_same_chunk_as_the_stdlib_decoder(pieces, cuts, fragmented) -> None:
+def test_text_fails_at_the_same_chunk_as_the_stdlib_decoder(each_unmasker, pieces, cuts, fragmented) -> None:
     text = b"".join(pieces)
     chunks, pos = [], 0
     for cut in cuts + [len(text)]:
@@ -391,6 +421,69 @@ def test_text_fails_at_the_same_chunk_as_the_stdlib_decoder(pieces, cuts, fragme
     conn = Connection(max_message_size=None)
     failed_at = next((i for i, data in enumerate(inputs) if failures(receive(conn, data))), None)
     assert failed_at == expected
+
+
+@pytest.mark.parametrize("bad", [None, b"\xff", b"\xed\xa0\x80"], ids=["valid", "invalid byte", "surrogate"])
+def test_a_sequence_across_a_validation_slice_edge_is_judged_whole(bad: bytes | None) -> None:
+    """Text is checked in slices of _UNMASK_SLICE bytes inside one piece: a
+    character cut by a slice's edge is valid, and a bad one there fails."""
+    char = "✓".encode()  # 3 bytes: the edge cuts it after its first byte
+    text = b"a" * (_UNMASK_SLICE - 1) + (bad or char) + b"b" * 100
+    conn = Connection(max_message_size=None)
+    events = receive(conn, client_frame(Opcode.TEXT, text))
+    if bad is None:
+        assert events_of(events) == [(Opcode.TEXT, text.decode())]
+    else:
+        assert [(type(e), e.code) for e in events] == [(Failure, 1007)]
+
+
+def test_invalid_text_fails_in_the_piece_it_arrives_in_long_before_the_frame_ends() -> None:
+    text = b"a" * 300_000 + b"\xff" + b"a" * 700_000
+    frame = client_frame(Opcode.TEXT, text)
+    conn = Connection(max_message_size=None)
+    assert receive(conn, memoryview(frame)[:250_000]) == []
+    assert [(type(e), e.code) for e in receive(conn, memoryview(frame)[250_000:400_000])] == [(Failure, 1007)]
+
+
+# -- message buffers: shared, reused, and never held by an idle connection -------
+
+
+def test_an_idle_connection_holds_no_message_buffer_and_the_next_message_reuses_it() -> None:
+    pool = BufferPool()
+    first, second = Connection(max_message_size=None, buffers=pool), Connection(max_message_size=None, buffers=pool)
+    payload = bytes(range(256)) * 1024
+    assert events_of(receive(first, client_frame(Opcode.BINARY, payload))) == [(Opcode.BINARY, payload)]
+    assert first._buffer is None and pool.held >= len(payload)
+    kept = pool._free[-1]
+    # Another connection's message of another type goes into the same memory.
+    text = "é✓ text " * 10_000
+    assert events_of(receive(second, client_frame(Opcode.TEXT, text.encode()))) == [(Opcode.TEXT, text)]
+    assert second._buffer is None and pool._free == [kept]
+    # Small whole messages never take a buffer.
+    receive(first, client_frame(Opcode.BINARY, b"small"))
+    assert pool._free == [kept]
+
+
+def test_a_message_under_way_keeps_its_buffer_and_a_failure_returns_it() -> None:
+    pool = BufferPool()
+    conn = Connection(max_message_size=None, buffers=pool)
+    frame = client_frame(Opcode.TEXT, b"x" * 100_000)
+    receive(conn, memoryview(frame)[:50_000])
+    assert conn._buffer is not None and pool.held == 0
+    receive(conn, client_frame(Opcode.BINARY, b"new message inside a fragmented one"))  # a protocol error
+    assert conn._buffer is None and pool.held > 0
+
+
+def test_the_pool_keeps_at_most_its_count_and_bytes() -> None:
+    pool = BufferPool(max_bytes=1000, max_buffers=2)
+    pool.give(bytearray(600))
+    pool.give(bytearray(600))  # over max_bytes: let go
+    pool.give(bytearray(100))
+    pool.give(bytearray(100))  # over max_buffers: let go
+    assert pool.held == 700 and len(pool._free) == 2
+    assert len(pool.take()) == 100 and pool.held == 600
+    assert len(pool.take()) == 600 and pool.held == 0
+    assert pool.take() == bytearray()
 
 
 # -- frame building --------------------------------------------------------------

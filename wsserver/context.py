@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .client import Client
 from .http.request import Request, RequestParser
-from .protocol import DEFAULT_MAX_MESSAGE_SIZE, ProtocolError
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, BufferPool, ProtocolError
 
 if TYPE_CHECKING:
     from .drivers.websocket import WebSocketDriver
@@ -51,6 +51,8 @@ class ServerContext:
         #: The options and application callbacks, read as public attributes.
         self.server = server
         self.reactor = reactor
+        #: The message buffers that every WebSocket connection of the server shares.
+        self.buffers = BufferPool()
         #: True while :meth:`Server.stop` runs: no new connection, upgrade or message.
         self.stopping = False
         #: Every WebSocket client from its upgrade request until it is closed.

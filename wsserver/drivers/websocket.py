@@ -65,7 +65,7 @@ class WebSocketDriver:
         self.context = context
         self.stream = stream
         self.client = client
-        self.ws = Connection(server.max_message_size, deliver_fragments=server.on_fragment is not None)
+        self.ws = Connection(server.max_message_size, deliver_fragments=server.on_fragment is not None, buffers=context.buffers)
         self.max_write_buffer = context.max_write_buffer
         self.write_limit = server.write_limit
         self.opened = False  # on_open ran, so on_client_closed is owed

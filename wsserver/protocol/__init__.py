@@ -5,6 +5,7 @@ Nothing in this package touches a socket, a clock or application code.
 
 from .connection import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    BufferPool,
     Connection,
     Data,
     InvalidState,
@@ -30,6 +31,7 @@ from .handshake import HandshakeError, UpgradeRequest, accept_key, generate_key,
 
 __all__ = [
     "Connection",
+    "BufferPool",
     "State",
     "InvalidState",
     "PreparedMessage",
