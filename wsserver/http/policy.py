@@ -24,6 +24,7 @@ header values, tested without sockets):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Collection
 from urllib.parse import urlsplit
@@ -110,12 +111,9 @@ def host_allowed(host: str | None, bound: str, allowed: str | Collection[str] | 
     name = parsed[0]
     if name == "localhost" or name.endswith(".localhost"):
         return True
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        address = None
-    if address is not None:
-        return address.is_loopback or not _is_loopback(bound)
+    loopback = _loopback_address(name)
+    if loopback is not None:
+        return loopback or not _loopback_address(bound)
     for entry in allowed or ():
         entry = entry.lower()
         if name == entry or (entry.startswith(".") and (name.endswith(entry) or name == entry[1:])):
@@ -123,10 +121,13 @@ def host_allowed(host: str | None, bound: str, allowed: str | Collection[str] | 
     return False
 
 
-def _is_loopback(bound: str) -> bool:
-    if bound == "localhost":
+@functools.lru_cache(maxsize=256)
+def _loopback_address(name: str) -> bool | None:
+    """Whether ``name`` is a loopback address; None if it is not an IP
+    address. (Cached: the same few Host names come with every request.)"""
+    if name == "localhost":
         return True
     try:
-        return ipaddress.ip_address(bound).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
-        return False
+        return None
