@@ -258,6 +258,15 @@ def test_message_over_the_limit_fails_with_1009_before_buffering() -> None:
     assert_failed(conn, events, 1009)
 
 
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
+def test_the_limit_holds_for_short_whole_messages_too_and_may_change(opcode: Opcode) -> None:
+    """Short whole frames take a fast path; it keeps the limit, read at each frame."""
+    conn = Connection(max_message_size=20)
+    assert feed(conn, client_frame(opcode, b"x" * 20)) == [Message(opcode, "x" * 20 if opcode == Opcode.TEXT else b"x" * 20)]
+    conn.max_message_size = 10
+    assert_failed(conn, feed(conn, client_frame(opcode, b"x" * 11)), 1009)
+
+
 def test_limit_counts_the_whole_fragmented_message() -> None:
     conn = Connection(max_message_size=10)
     events = feed(conn, client_frame(Opcode.TEXT, b"123456", fin=False), client_frame(Opcode.CONTINUATION, b"78901"))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .http.headers import Headers
 from .http.request import Request
-from .protocol import CloseCode, Data, Opcode
+from .protocol import CloseCode, Data, Opcode, PreparedMessage
 
 if TYPE_CHECKING:
     from .server import Server
@@ -34,6 +34,8 @@ class ClientState(Protocol):
     @property
     def is_closed(self) -> bool: ...
 
+    def send_prepared(self, message: PreparedMessage) -> bool: ...
+
 
 class _BeforeUpgrade:
     """The state of a client whose upgrade is not answered yet."""
@@ -42,6 +44,9 @@ class _BeforeUpgrade:
     writable = False
     is_open = False
     is_closed = False
+
+    def send_prepared(self, message: PreparedMessage) -> bool:
+        return False  # nothing can be sent before the 101 answer
 
 
 class Client:

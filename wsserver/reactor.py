@@ -44,6 +44,10 @@ logger = logging.getLogger("wsserver")
 
 _TRY_AGAIN = (BlockingIOError, InterruptedError)
 
+# Bytes objects up to this size are queued as they are: a partial send
+# copies what is left of one, which costs less than a view per buffer.
+_SMALL_PART = 64 * 1024
+
 # Not a poller event: the owner asked for a turn to go on with work in hand.
 TURN = 1 << 8
 
@@ -114,7 +118,7 @@ class Stream:
         self.socket = sock
         self.handler: StreamHandler | None = handler
         self.peer_address = _address(sock, "getpeername")
-        self._out: collections.deque[memoryview] = collections.deque()
+        self._out: collections.deque[bytes | memoryview] = collections.deque()
         #: Bytes written but not yet handed to the kernel (read-only).
         self.buffered_amount = 0
         self._events = READ
@@ -142,9 +146,13 @@ class Stream:
         was_idle = not self._out
         for part in parts:
             if part:
-                view = memoryview(part).cast("B")
-                self._out.append(view)
-                self.buffered_amount += len(view)
+                # Slicing a partly sent buffer must not copy it, so the
+                # queue holds byte views; small bytes go in as they are
+                # (they are joined before they are sent).
+                if type(part) is not bytes or len(part) > _SMALL_PART:
+                    part = memoryview(part).cast("B")
+                self._out.append(part)
+                self.buffered_amount += len(part)
         if not self._out:
             return
         if was_idle or self._send_deferred:
@@ -262,7 +270,7 @@ class Stream:
             self._notify("write_drained")
         return bool(out) and sent == min(len(head), self.reactor.write_slice)
 
-    def _coalesce(self) -> memoryview:
+    def _coalesce(self) -> bytes | memoryview:
         """Join small buffers at the head of the queue into one, up to a slice."""
         out = self._out
         limit = self.reactor.write_slice

@@ -370,6 +370,9 @@ class Server:
         """
         if self._owner != get_ident():
             self._check_thread("send")
+        if type(client) is Client and client._server is self:
+            # The handle's state is its driver once upgraded: no lookup.
+            return client._state.send_prepared(prepare_message(data))
         driver = self._context.websockets.get(client if isinstance(client, int) else client.id)
         return driver is not None and driver.send_prepared(prepare_message(data))
 

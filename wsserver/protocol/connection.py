@@ -312,6 +312,27 @@ class Connection:
             return self._fail_on(self._error)
         buf = self._input
         pos = self._input_pos
+        if len(buf) - pos >= 6:
+            # The most common frame of all, taken without building a header:
+            # a final, masked text or binary frame of under 126 bytes, with
+            # no RSV bit, arrived whole, while no message is under way.
+            b0 = buf[pos]
+            length = buf[pos + 1] - 0x80
+            end = pos + 6 + length
+            limit = self.max_message_size
+            if (
+                (b0 == 0x81 or b0 == 0x82)
+                and 0 <= length < 126
+                and end <= len(buf)
+                and self._message_type is None
+                and not self.deliver_fragments
+                and (limit is None or length <= limit)
+            ):
+                self._input_pos = end
+                try:
+                    return self._small_message(b0 & 0x0F, masked_copy(buf[pos + 6 : end], buf[pos + 2 : pos + 6]))
+                except ProtocolError as exc:
+                    return self._fail_on(exc)
         try:
             while True:
                 if self._header is None:

@@ -109,13 +109,13 @@ _SMALL_MASK_LIMIT = 512
 _UNMASK_SLICE = 64 * 1024
 
 
-def _rotated(mask: bytes, offset: int) -> bytes:
+def _rotated(mask: bytes | bytearray, offset: int) -> bytes | bytearray:
     """The mask as seen from ``offset`` bytes into the payload."""
     shift = offset & 3
     return mask[shift:] + mask[:shift] if shift else mask
 
 
-def _unmask_in_place_pure(buf: bytearray, start: int, end: int, mask: bytes) -> None:
+def _unmask_in_place_pure(buf: bytearray, start: int, end: int, mask: bytes | bytearray) -> None:
     # Four strided translations per slice, each XORing every fourth byte
     # with one key byte (~1 ms/MiB in CPython, against ~3.5 ms/MiB for the
     # integer XOR). Slices are a multiple of 4 bytes: the key stays aligned.
@@ -128,7 +128,7 @@ def _unmask_in_place_pure(buf: bytearray, start: int, end: int, mask: bytes) -> 
         buf[lo + 3 : hi : 4] = buf[lo + 3 : hi : 4].translate(xor3)
 
 
-def _numpy_unmasker() -> Callable[[bytearray, int, int, bytes], None] | None:
+def _numpy_unmasker() -> Callable[[bytearray, int, int, bytes | bytearray], None] | None:
     """The accelerated unmasking, when numpy can be imported (the optional
     ``speedups`` extra) and ``WSSERVER_SPEEDUPS`` is not ``0``: one XOR of
     machine words in place, at memory speed (~0.05 ms/MiB)."""
@@ -140,7 +140,7 @@ def _numpy_unmasker() -> Callable[[bytearray, int, int, bytes], None] | None:
         return None
     xor, frombuffer, uint32 = numpy.bitwise_xor, numpy.frombuffer, numpy.uint32
 
-    def unmask_in_place(buf: bytearray, start: int, end: int, mask: bytes) -> None:
+    def unmask_in_place(buf: bytearray, start: int, end: int, mask: bytes | bytearray) -> None:
         words = (end - start) >> 2
         if words:
             view = frombuffer(buf, uint32, words, start)
@@ -153,7 +153,7 @@ def _numpy_unmasker() -> Callable[[bytearray, int, int, bytes], None] | None:
     return unmask_in_place
 
 
-def _xor_small(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def _xor_small(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     n = len(data)
     key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
     return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
@@ -180,7 +180,7 @@ def unmask_into(buf: bytearray, start: int, masked: bytes | bytearray | memoryvi
     return end
 
 
-def masked_copy(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes | bytearray:
+def masked_copy(data: bytes | bytearray | memoryview, mask: bytes | bytearray, offset: int = 0) -> bytes | bytearray:
     """:func:`apply_mask` without its final conversion to ``bytes``: a large
     result is the ``bytearray`` that was XORed in place, so that callers that
     decode it save a copy."""
