@@ -512,3 +512,47 @@ def test_encode_frame_round_trips_every_flag_and_length_encoding(opcode, length,
     # The shortest length encoding, as RFC 6455 section 5.2 requires.
     assert header.size == (2 if length < 126 else 4 if length < 65536 else 10)
     assert frame[header.size :] == payload
+
+
+# -- connections end without garbage: reference counting frees them ------------
+
+
+def test_finished_connections_leave_nothing_for_the_garbage_collector(server) -> None:
+    """Every object of a WebSocket or HTTP connection is freed by reference
+    counting when it ends. A reference cycle would keep it until a full
+    collection, and those pauses grow with the connection rate (9 ms per
+    pause in a connect storm, before the cycles were broken)."""
+    import gc
+    import urllib.error
+    import urllib.request
+
+    from websockets.sync.client import connect
+
+    from conftest import pump_until, run_client
+
+    server.on_message = lambda client, message: client.send(message.data)
+    port = server.get_local_ip()[1]
+
+    def clients() -> None:
+        for n in range(5):
+            with connect(server.get_url()) as ws:
+                ws.send(f"message {n}")
+                assert ws.recv() == f"message {n}"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/missing", timeout=DEADLINE).read()
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 404
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        run_client(server, clients)
+        pump_until(server, lambda: server.connection_count() == 0 and not server.reactor.lingering, what="every socket closed")
+        gc.collect()
+        left = sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("wsserver")})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []

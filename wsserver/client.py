@@ -37,16 +37,26 @@ class ClientState(Protocol):
     def send_prepared(self, message: PreparedMessage) -> bool: ...
 
 
-class _BeforeUpgrade:
-    """The state of a client whose upgrade is not answered yet."""
+class _Unconnected:
+    """The state of a client with no connection to send on: before its
+    upgrade is answered, or once it is closed. (A closed client lets go of
+    its driver, so that nothing of the connection outlives it in a
+    reference cycle, waiting for the garbage collector.)"""
 
     buffered_amount = 0
     writable = False
     is_open = False
-    is_closed = False
+
+    def __init__(self, closed: bool) -> None:
+        self.is_closed = closed
 
     def send_prepared(self, message: PreparedMessage) -> bool:
-        return False  # nothing can be sent before the 101 answer
+        return False
+
+
+_BEFORE_UPGRADE = _Unconnected(closed=False)
+#: The state of every closed client.
+CLOSED = _Unconnected(closed=True)
 
 
 class Client:
@@ -68,7 +78,7 @@ class Client:
         self.close_code: int | None = None
         self.close_reason = ""
         self._server = server
-        self._state: ClientState = _BeforeUpgrade()
+        self._state: ClientState = _BEFORE_UPGRADE
 
     def attach_state(self, state: ClientState) -> None:
         """Called by the driver that takes the connection over after the upgrade."""

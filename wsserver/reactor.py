@@ -306,6 +306,7 @@ class Stream:
         else:
             self.socket.close()
         self._notify("connection_lost", exc)
+        self.handler = None  # no cycle with the handler outlives the connection
 
     def _notify(self, name: str, *args: Any) -> Any:
         handler = self.handler

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..client import Client
+from ..client import CLOSED, Client
 from ..protocol import (
     CloseCode,
     CloseReceived,
@@ -217,6 +217,7 @@ class WebSocketDriver:
         context = self.context
         client = self.client
         context.forget_client(client)
+        client.attach_state(CLOSED)
         if client.close_code is None:
             ws = self.ws
             # A Close frame of ours that was never answered is no closing
