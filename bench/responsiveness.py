@@ -10,9 +10,10 @@ bounded in time and count) drives one scenario:
 
   idle     50 clients connected and silent: CPU time and poll() calls of the
            GUI process over a quiet window (no tick running)
-  small    50 clients sending small text messages, 10 in flight each
+  small    50 clients sending 64-byte text messages, 10 in flight each
+           (raw sockets, throughput.py's load client)
   large    8 MiB binary messages back to back, each echoed
-  connect  500 WebSocket connections opened and closed, 16 at a time
+  connect  WebSocket connections opened and closed, 16 at a time (at most 5,000)
   burst    one raw connection pipelining masked 60-byte text frames as fast
            as the socket takes them (reading the echoes as they come)
 
@@ -43,33 +44,20 @@ SCENARIOS = ("idle", "small", "large", "connect", "burst")
 # -- the load process -----------------------------------------------------------
 
 
-async def load_small(url: str, seconds: float, clients: int = 50, window: int = 10) -> dict[str, Any]:
-    from websockets.asyncio.client import connect
+async def load_small(url: str, seconds: float) -> dict[str, Any]:
+    """The raw-socket load client of throughput.py (precomputed masked frames,
+    so that the load, not the client, sets the pace): 64-byte text
+    messages, 50 connections, 10 in flight on each."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import throughput
 
-    echoed = 0
-    stop_at = time.monotonic() + seconds
-
-    async def client(index: int) -> None:
-        nonlocal echoed
-        async with connect(url, compression=None) as ws:
-            for n in range(window):
-                await ws.send(f"client {index} message {n}")
-            in_flight, sent = window, window
-            while in_flight:
-                await ws.recv()
-                echoed += 1
-                if time.monotonic() < stop_at:
-                    await ws.send(f"client {index} message {sent}")
-                    sent += 1
-                else:
-                    in_flight -= 1
-
-    started = time.monotonic()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return {"messages": echoed, "seconds": time.monotonic() - started}
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    scenario = throughput.Scenario("small", 64, text="ascii", connections=50, window=10)
+    result = throughput.run_load(port, os.getppid(), scenario, seconds, 0.0)
+    return {"messages": result["messages"], "seconds": result["seconds"]}
 
 
-async def load_large(url: str, seconds: float, size: int = 8 * 1024 * 1024, limit: int = 40) -> dict[str, Any]:
+async def load_large(url: str, seconds: float, size: int = 8 * 1024 * 1024, limit: int = 400) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     payload = os.urandom(size)
@@ -85,7 +73,7 @@ async def load_large(url: str, seconds: float, size: int = 8 * 1024 * 1024, limi
     return {"messages": count, "seconds": elapsed, "mib_per_s": count * size / 2**20 / elapsed}
 
 
-async def load_connect(url: str, seconds: float, total: int = 500, parallel: int = 16) -> dict[str, Any]:
+async def load_connect(url: str, seconds: float, total: int = 5000, parallel: int = 16) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     done = 0
