@@ -118,7 +118,9 @@ class Stream:
         self.socket = sock
         self.handler: StreamHandler | None = handler
         self.peer_address = _address(sock, "getpeername")
-        self._out: collections.deque[bytes | memoryview] = collections.deque()
+        # What waits to be sent; None while nothing does (an empty deque
+        # takes 600 bytes, and most connections are idle most of the time).
+        self._out: collections.deque[bytes | memoryview] | None = None
         #: Bytes written but not yet handed to the kernel (read-only).
         self.buffered_amount = 0
         self._events = READ
@@ -144,6 +146,9 @@ class Stream:
         if self._closing or self._closed:
             return
         was_idle = not self._out
+        out = self._out
+        if out is None:
+            out = self._out = collections.deque()
         for part in parts:
             if part:
                 # Slicing a partly sent buffer must not copy it, so the
@@ -151,9 +156,10 @@ class Stream:
                 # (they are joined before they are sent).
                 if type(part) is not bytes or len(part) > _SMALL_PART:
                     part = memoryview(part).cast("B")
-                self._out.append(part)
+                out.append(part)
                 self.buffered_amount += len(part)
-        if not self._out:
+        if not out:
+            self._out = None
             return
         if was_idle or self._send_deferred:
             if self.buffered_amount < self.low_water and (self._send_deferred or self.reactor.defer_send(self)):
@@ -245,6 +251,7 @@ class Stream:
     def _flush(self) -> bool:
         """Send one slice of the buffer; return whether the socket may take more now."""
         out = self._out
+        assert out is not None  # called only with something to send
         head = out[0]
         if len(head) < self.reactor.write_slice and len(out) > 1:
             head = self._coalesce()
@@ -261,6 +268,7 @@ class Stream:
         else:
             out[0] = head[sent:]
         if not out:
+            self._out = None
             self._watch(WRITE, False)
             if self._closing:
                 self._finish(None, graceful=True)
@@ -273,6 +281,7 @@ class Stream:
     def _coalesce(self) -> bytes | memoryview:
         """Join small buffers at the head of the queue into one, up to a slice."""
         out = self._out
+        assert out is not None
         limit = self.reactor.write_slice
         parts = []
         size = 0
@@ -298,7 +307,7 @@ class Stream:
         if self._closed:
             return
         self._closed = True
-        self._out.clear()
+        self._out = None
         self.buffered_amount = 0
         self.reactor.forget(self.socket, self)
         if graceful:
