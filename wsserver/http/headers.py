@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, MutableMapping
 
 __all__ = ["Headers"]
@@ -15,53 +16,64 @@ class Headers(MutableMapping[str, str]):
     :meth:`get_all` returns all values of a name.
     """
 
-    __slots__ = ("_items", "_index")
+    __slots__ = ("_items", "_first", "_repeated")
 
     def __init__(self, items: Iterable[tuple[str, str]] | MutableMapping[str, str] = ()) -> None:
         self._items: list[tuple[str, str]] = []
-        # Lower-cased name -> its values in order: every lookup is one dict
-        # access (a request's headers are looked up a dozen times).
-        self._index: dict[str, list[str]] = {}
+        # Lower-cased name -> its first value, so that a lookup is one dict
+        # access (an upgrade request's headers are looked up a dozen times);
+        # the names that occur more than once are looked up in _items. The
+        # lower-cased names are interned: every connection shares them.
+        self._first: dict[str, str] = {}
+        self._repeated: set[str] | None = None
         pairs = items.items() if isinstance(items, MutableMapping) else items
         for name, value in pairs:
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
         self._items.append((name, value))
-        key = name.lower()
-        values = self._index.get(key)
-        if values is None:
-            self._index[key] = [value]
+        key = sys.intern(name.lower())
+        if key not in self._first:
+            self._first[key] = value
+        elif self._repeated is None:
+            self._repeated = {key}
         else:
-            values.append(value)
+            self._repeated.add(key)
 
     def get_all(self, name: str) -> list[str]:
-        return list(self._index.get(name.lower(), ()))
+        key = name.lower()
+        if key not in self._first:
+            return []
+        if self._repeated is None or key not in self._repeated:
+            return [self._first[key]]
+        return [v for n, v in self._items if n.lower() == key]
 
     def __getitem__(self, name: str) -> str:
-        values = self._index.get(name.lower())
-        if not values:
-            raise KeyError(name)
-        return values[0]
+        try:
+            return self._first[name.lower()]
+        except KeyError:
+            raise KeyError(name) from None
 
     def __setitem__(self, name: str, value: str) -> None:
         key = name.lower()
-        if key in self._index:
+        if key in self._first:
             self._remove(key)
         self.add(name, value)
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
-        if key not in self._index:
+        if key not in self._first:
             raise KeyError(name)
         self._remove(key)
 
     def _remove(self, key: str) -> None:
-        del self._index[key]
+        del self._first[key]
+        if self._repeated is not None:
+            self._repeated.discard(key)
         self._items = [(n, v) for n, v in self._items if n.lower() != key]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and name.lower() in self._first
 
     def __iter__(self) -> Iterator[str]:
         seen: set[str] = set()
@@ -72,7 +84,7 @@ class Headers(MutableMapping[str, str]):
                 yield n
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._first)
 
     def raw_items(self) -> list[tuple[str, str]]:
         """Every (name, value) pair, repeats included, in order."""
