@@ -16,21 +16,29 @@ machine. Each row also shows the CPU the server and the client used during
 the measurement, so a saturated client is visible.
 
 Servers: wsserver pumped by ``serve_forever()`` and by a plain ``poll()``
-loop; python-websockets' asyncio and threaded servers; wsproto on a
+loop, and ``wsserver-pure`` without its optional numpy accelerator;
+python-websockets' asyncio and threaded servers; wsproto on a
 ``selectors`` loop; tornado; aiohttp. websockets, tornado and aiohttp ship
 optional C accelerators (masking; aiohttp also a Cython frame reader);
-the ``-pure`` rows run them with their pure-Python fallbacks, which is the
-comparison that matters for a pure-Python server. A server whose package
-is not installed is skipped (``pip install -e '.[bench]'`` installs them).
+the ``-pure`` rows run them with their pure-Python fallbacks. A server
+whose package is not installed is skipped (``pip install -e '.[bench]'``
+installs them).
 
-Scenarios (``--scenarios``): ``echo-32`` (32-byte binary messages, many
-connections, a window of messages in flight on each), ``echo-64k``,
-``echo-1m``, ``echo-8m`` (binary), ``text-64k`` (multi-byte UTF-8 text, which
-every server validates), ``publish-100`` (one client's 1 KiB messages are
-broadcast to 100 clients). msgs/s counts echoed (or delivered) messages;
-MB/s is payload bytes per second in one direction (10^6 bytes). "server
-µs/msg" is the CPU time the server process spent per message: on a shared
-machine it moves less than the rates when other work competes for the CPU.
+Scenarios (``--scenarios``): ``echo-64t`` (64-byte ASCII text, 50
+connections, 10 in flight on each), ``connect`` (open, upgrade, Close
+handshake, end; 8 connections at a time), ``publish-200`` (one client's
+64-byte messages broadcast to 200 clients), ``text-1m`` (1 MiB of ASCII
+text, one at a time), ``echo-1m`` (1 MiB binary, one at a time), and
+``echo-32``, ``echo-64k``, ``echo-8m`` (binary), ``text-64k`` (multi-byte
+UTF-8), ``publish-100`` (1 KiB to 100 clients). msgs/s counts echoed (or
+delivered) messages, or connections; MB/s is payload bytes per second in
+one direction (10^6 bytes). "server µs/msg" is the CPU time the server
+process spent per unit of work: on a shared machine it moves less than
+the rates when other work competes for the CPU. The last table gives it
+as a ratio to websockets' asyncio server with its C speedups (the default
+install), for the first five scenarios, against the targets of the
+performance work. ``--repeat N`` runs N interleaved rounds and shows
+medians.
 """
 
 from __future__ import annotations
@@ -707,6 +715,8 @@ def serve_null(port_out, broadcast: bool, in_len: int, out_frame: bytes, close_a
 SERVERS = {
     "wsserver": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
     "wsserver-poll": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "poll")),
+    # wsserver without its optional accelerator (numpy), as installed without the speedups extra.
+    "wsserver-pure": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
     # wsserver from another checkout (--base DIR), to measure a change.
     "wsserver-base": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
     "websockets-asyncio": ("websockets", lambda out, b, _: serve_websockets_asyncio(out, b)),
@@ -742,7 +752,7 @@ def _server_environment(name: str, base: str | None) -> dict:
     if name == "wsserver-base":
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.abspath(base or "."), env.get("PYTHONPATH")]))
     if name.endswith("-pure"):
-        env.update(AIOHTTP_NO_EXTENSIONS="1", TORNADO_EXTENSION="0", BENCH_NO_SPEEDUPS="1")
+        env.update(AIOHTTP_NO_EXTENSIONS="1", TORNADO_EXTENSION="0", BENCH_NO_SPEEDUPS="1", WSSERVER_SPEEDUPS="0")
     return env
 
 
@@ -852,7 +862,7 @@ def render(results: dict, servers: list[str], scenarios: list[Scenario], markdow
     tables = [_table(header, rows, markdown), _table(ratio_header, ratios, markdown)]
     cpu_rows = _cpu_ratio_rows(results, scenarios)
     if cpu_rows:
-        cpu_header = ["scenario", "unit", "wsserver CPU µs/unit", f"{RATIO_REFERENCE} µs/unit", "ratio", "target"]
+        cpu_header = ["scenario", "unit", "wsserver CPU µs/unit", f"{RATIO_REFERENCE} µs/unit", "ratio", "target", "wsserver-pure µs/unit", "ratio"]
         tables.append(_table(cpu_header, cpu_rows, markdown))
     return "\n\n".join(tables)
 
@@ -880,7 +890,13 @@ def _cpu_ratio_rows(results: dict, scenarios: list[Scenario]) -> list[list[str]]
         ratio = cpu_per_unit(ours) / cpu_per_unit(theirs)
         target = RATIO_TARGETS.get(scenario.name)
         verdict = "" if target is None else f"≤ {target:.2f} {'met' if ratio <= target else 'not met'}"
-        rows.append([scenario.name, scenario.unit, f"{cpu_per_unit(ours) * 1e6:,.1f}", f"{cpu_per_unit(theirs) * 1e6:,.1f}", f"{ratio:.2f}", verdict])
+        row = [scenario.name, scenario.unit, f"{cpu_per_unit(ours) * 1e6:,.1f}", f"{cpu_per_unit(theirs) * 1e6:,.1f}", f"{ratio:.2f}", verdict]
+        pure = results.get((scenario.name, "wsserver-pure"))
+        if pure and "error" not in pure:
+            row += [f"{cpu_per_unit(pure) * 1e6:,.1f}", f"{cpu_per_unit(pure) / cpu_per_unit(theirs):.2f}"]
+        else:
+            row += ["", ""]
+        rows.append(row)
     return rows
 
 
