@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from conftest import DEADLINE
 from rawws import client_frame, receive
-from wsserver.protocol import BufferPool, Connection, Failure, Fragment, Message, Ping
-from wsserver.protocol.frames import _SMALL_MASK_LIMIT, _UNMASK_SLICE, Opcode, apply_mask, masked_copy, unmask_into
+from wsserver.protocol import BufferPool, Connection, Failure, Fragment, Message, Ping, prepare_message
+from wsserver.protocol.frames import _SMALL_MASK_LIMIT, _UNMASK_SLICE, AsciiText, Opcode, apply_mask, masked_copy, unmask_into
 from wsserver.reactor import Reactor, Stream
 
 # -- writes gathered per readiness event --------------------------------------
@@ -178,7 +178,10 @@ def test_gathered_writes_survive_partial_sends_in_order(reactor: Reactor, seed: 
     import random
 
     rng = random.Random(seed)
-    parts = [bytes([i & 0xFF]) * rng.choice([1, 7, 100, 5000, 70000, 300000]) for i in range(300)]
+    parts: list = [bytes([i & 0xFF]) * rng.choice([1, 7, 100, 5000, 70000, 300000]) for i in range(300)]
+    # Some parts are LazyBytes: large ASCII text encoded as it is sent.
+    for i in range(0, 300, 20):
+        parts[i] = AsciiText(chr(0x41 + i % 26) * rng.choice([70000, 300000, 600000]))
 
     def all_parts(stream: Stream, data: bytes) -> None:
         stream.write(*parts[:150])
@@ -188,7 +191,7 @@ def test_gathered_writes_survive_partial_sends_in_order(reactor: Reactor, seed: 
     stream, ours, theirs = counted_pair(reactor, all_parts)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     theirs.sendall(b"go")
-    expected = b"".join(parts)
+    expected = b"".join(bytes(p) for p in parts)
     received = bytearray()
     theirs.setblocking(False)
     deadline = time.monotonic() + DEADLINE
@@ -556,3 +559,52 @@ def test_finished_connections_leave_nothing_for_the_garbage_collector(server) ->
         gc.garbage.clear()
         gc.enable()
     assert left == []
+
+
+# -- large ASCII text is encoded as it is sent ---------------------------------
+
+
+def test_ascii_text_gives_its_bytes_a_slice_at_a_time() -> None:
+    text = AsciiText("abcdefghij" * 10)
+    assert len(text) == 100 and bytes(text) == b"abcdefghij" * 10
+    assert text.take(3) == b"abc"
+    rest = text.after(3)
+    assert len(rest) == 97 and rest.take(4) == b"defg" and bytes(rest.after(96)) == b"j"
+
+
+def test_large_ascii_text_is_prepared_for_late_encoding_only_when_asked() -> None:
+    big, non_ascii = "x" * 100_000, "é" * 100_000
+    late = prepare_message(big, encode_late=True)
+    assert isinstance(late.frames[-1], AsciiText) and late.size == len(late.frames[0]) + 100_000
+    assert all(type(f) is bytes for f in prepare_message(big).frames)
+    assert all(type(f) is bytes for f in prepare_message(non_ascii, encode_late=True).frames)
+    assert all(type(f) is bytes for f in prepare_message("x" * 1000, encode_late=True).frames)
+
+
+def test_a_large_ascii_text_reaches_websocket_clients_whole(server) -> None:
+    """Sent and published: every client gets the whole text, in order with
+    the messages around it (websockets checks each frame's length and UTF-8)."""
+    from websockets.sync.client import connect
+
+    from conftest import run_client
+
+    text = "".join(chr(0x20 + i % 95) for i in range(1_000_003))
+
+    def on_message(client, message) -> None:
+        if message.data == "publish now":
+            assert server.publish(text) and server.publish("published after")
+        else:
+            client.send(message.data)
+
+    server.on_message = on_message
+
+    def clients() -> list:
+        with connect(server.get_url(), max_size=None) as first, connect(server.get_url(), max_size=None) as second:
+            for message in ("echo before", text, "echo after"):
+                first.send(message)
+            got = [first.recv(), first.recv(), first.recv()]
+            first.send("publish now")
+            return got + [first.recv(), first.recv(), second.recv(), second.recv()]
+
+    got = run_client(server, clients)
+    assert got == ["echo before", text, "echo after", text, "published after", text, "published after"]

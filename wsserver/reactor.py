@@ -34,7 +34,7 @@ import math
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 from .poller import READ, WRITE, new_poller
 
@@ -79,6 +79,25 @@ class Timer:
             reactor._timer_cancelled()
 
 
+class LazyBytes(Protocol):
+    """Bytes made only when they are sent, a slice at a time (the UTF-8 of a
+    large text message, say), so that no unit of work is as long as the
+    whole. :meth:`Stream.write` takes them besides bytes-like objects."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, n: int) -> bytes:
+        """The first ``n`` bytes (``n`` at most the length)."""
+
+    def after(self, n: int) -> LazyBytes | bytes:
+        """What is left after the first ``n`` bytes."""
+
+
+# What a stream's queue holds: byte views, small bytes, and LazyBytes.
+_Part = Union[bytes, memoryview, LazyBytes]  # noqa: UP007  (a runtime alias)
+_BYTES_LIKE = (bytes, memoryview)
+
+
 class StreamHandler(Protocol):
     """What a :class:`Stream` reports to. Every method is called on the polling thread."""
 
@@ -120,7 +139,7 @@ class Stream:
         self.peer_address = _address(sock, "getpeername")
         # What waits to be sent; None while nothing does (an empty deque
         # takes 600 bytes, and most connections are idle most of the time).
-        self._out: collections.deque[bytes | memoryview] | None = None
+        self._out: collections.deque[_Part] | None = None
         #: Bytes written but not yet handed to the kernel (read-only).
         self.buffered_amount = 0
         self._events = READ
@@ -141,8 +160,9 @@ class Stream:
     def closed(self) -> bool:
         return self._closed
 
-    def write(self, *parts: bytes | bytearray | memoryview) -> None:
-        """Queue ``parts`` for sending, in order. Ignored once closing."""
+    def write(self, *parts: bytes | bytearray | memoryview | LazyBytes) -> None:
+        """Queue ``parts`` (bytes-like objects or :class:`LazyBytes`) for
+        sending, in order. Ignored once closing."""
         if self._closing or self._closed:
             return
         was_idle = not self._out
@@ -154,7 +174,10 @@ class Stream:
                 # Slicing a partly sent buffer must not copy it, so the
                 # queue holds byte views; small bytes go in as they are
                 # (they are joined before they are sent).
-                if type(part) is not bytes or len(part) > _SMALL_PART:
+                if type(part) is bytes:
+                    if len(part) > _SMALL_PART:
+                        part = memoryview(part)
+                elif isinstance(part, (bytearray, memoryview)):
                     part = memoryview(part).cast("B")
                 out.append(part)
                 self.buffered_amount += len(part)
@@ -253,10 +276,12 @@ class Stream:
         out = self._out
         assert out is not None  # called only with something to send
         head = out[0]
-        if len(head) < self.reactor.write_slice and len(out) > 1:
+        slice_size = self.reactor.write_slice
+        if len(head) < slice_size and len(out) > 1:
             head = self._coalesce()
+        chunk = head[:slice_size] if isinstance(head, _BYTES_LIKE) else head.take(min(slice_size, len(head)))
         try:
-            sent = self.socket.send(head[: self.reactor.write_slice])
+            sent = self.socket.send(chunk)
         except _TRY_AGAIN:
             return False
         except OSError as exc:
@@ -266,7 +291,7 @@ class Stream:
         if sent == len(head):
             out.popleft()
         else:
-            out[0] = head[sent:]
+            out[0] = head[sent:] if isinstance(head, _BYTES_LIKE) else head.after(sent)
         if not out:
             self._out = None
             self._watch(WRITE, False)
@@ -276,17 +301,18 @@ class Stream:
         if self._above_low_water and self.buffered_amount <= self.low_water:
             self._above_low_water = False
             self._notify("write_drained")
-        return bool(out) and sent == min(len(head), self.reactor.write_slice)
+        return bool(out) and sent == len(chunk)
 
-    def _coalesce(self) -> bytes | memoryview:
+    def _coalesce(self) -> _Part:
         """Join small buffers at the head of the queue into one, up to a slice."""
         out = self._out
         assert out is not None
         limit = self.reactor.write_slice
-        parts = []
+        parts: list[bytes | memoryview] = []
         size = 0
-        while out and size + len(out[0]) <= limit:
+        while out and size + len(out[0]) <= limit and isinstance(out[0], _BYTES_LIKE):
             part = out.popleft()
+            assert isinstance(part, _BYTES_LIKE)
             parts.append(part)
             size += len(part)
         if not parts:

@@ -372,9 +372,9 @@ class Server:
             self._check_thread("send")
         if type(client) is Client and client._server is self:
             # The handle's state is its driver once upgraded: no lookup.
-            return client._state.send_prepared(prepare_message(data))
+            return client._state.send_prepared(prepare_message(data, encode_late=True))
         driver = self._context.websockets.get(client if isinstance(client, int) else client.id)
-        return driver is not None and driver.send_prepared(prepare_message(data))
+        return driver is not None and driver.send_prepared(prepare_message(data, encode_late=True))
 
     def publish(self, data: Data) -> bool:
         """Send ``data`` to every connected client; the frame is encoded once
@@ -384,7 +384,7 @@ class Server:
         client is never skipped while it stays open).
         """
         self._check_thread("publish")
-        message = prepare_message(data)
+        message = prepare_message(data, encode_late=True)
         delivered = True
         for driver in list(self._context.websockets.values()):
             if driver.is_open:

@@ -34,11 +34,13 @@ from typing import Any, NamedTuple, Union
 from .events import CloseReceived, Event, Failure, Fragment, Message, Ping, Pong
 from .frames import (
     MAX_CONTROL_PAYLOAD,
+    AsciiText,
     CloseCode,
     FrameHeader,
     InvalidText,
     MessageTooBig,
     Opcode,
+    Payload,
     ProtocolError,
     encode_close_payload,
     encode_frame,
@@ -150,18 +152,30 @@ class PreparedMessage(NamedTuple):
     (:meth:`Connection.send_prepared`): a broadcast shares its bytes."""
 
     opcode: int
-    frames: tuple[bytes, ...]
+    frames: tuple[Payload, ...]
     size: int  # bytes on the wire
 
 
-def prepare_message(data: Data) -> PreparedMessage:
-    """Encode ``data`` as one unfragmented frame: ``str`` as text, bytes-like as binary."""
+# ASCII text over this size may be encoded as it is sent (see prepare_message).
+_ENCODE_LATE = 64 * 1024
+
+
+def prepare_message(data: Data, encode_late: bool = False) -> PreparedMessage:
+    """Encode ``data`` as one unfragmented frame: ``str`` as text, bytes-like as binary.
+
+    With ``encode_late``, a ``str`` of ASCII over 64 KiB is not encoded now:
+    its frame's payload is an :class:`~wsserver.protocol.frames.AsciiText`,
+    encoded a slice at a time as it is sent (the reactor's streams take it).
+    Without it, the frames are bytes.
+    """
     if isinstance(data, str):
+        if encode_late and len(data) > _ENCODE_LATE and data.isascii():
+            return _prepare(_TEXT, AsciiText(data))
         return _prepare(_TEXT, data.encode("utf-8"))
     return _prepare(_BINARY, data if isinstance(data, bytes) else as_bytes(data))
 
 
-def _prepare(opcode: int, payload: bytes) -> PreparedMessage:
+def _prepare(opcode: int, payload: Payload) -> PreparedMessage:
     frames = encode_frame(opcode, payload)
     return PreparedMessage(opcode, frames, len(frames[0]) if len(frames) == 1 else len(frames[0]) + len(payload))
 
@@ -239,7 +253,7 @@ class Connection:
         self._validated = 0
         self._fragment_type = 0
 
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[Payload] = []
         # The type of the fragmented message being sent, if one is; whole
         # messages sent meanwhile wait behind it, in order.
         self._sending_fragmented: int | None = None
@@ -537,8 +551,10 @@ class Connection:
 
     # -- output ----------------------------------------------------------
 
-    def data_to_send(self) -> list[bytes]:
-        """The bytes queued for the peer since the last call, in order."""
+    def data_to_send(self) -> list[Payload]:
+        """The bytes queued for the peer since the last call, in order (an
+        :class:`~wsserver.protocol.frames.AsciiText` among them only for a
+        message prepared with ``encode_late``)."""
         out = self._outgoing
         if not out:
             return []
@@ -646,7 +662,7 @@ class Connection:
         if self.state is not State.OPEN:
             raise InvalidState(f"cannot send data: the connection is {self.state.value}")
 
-    def _queue(self, frames: tuple[bytes, ...]) -> None:
+    def _queue(self, frames: tuple[Payload, ...]) -> None:
         self._outgoing.extend(frames)
 
     def _queue_close(self, code: int | None, reason: str) -> None:

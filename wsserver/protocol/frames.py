@@ -12,7 +12,7 @@ import enum
 import os
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 __all__ = [
     "Opcode",
@@ -28,6 +28,8 @@ __all__ = [
     "SPEEDUPS",
     "parse_header",
     "encode_frame",
+    "AsciiText",
+    "Payload",
     "encode_close_payload",
     "parse_close_payload",
     "MAX_CONTROL_PAYLOAD",
@@ -270,6 +272,36 @@ _HEAD_16 = struct.Struct("!BBH")
 _HEAD_64 = struct.Struct("!BBQ")
 
 
+class AsciiText:
+    """The UTF-8 bytes of a large ASCII ``str``, made a slice at a time as
+    they are sent (:meth:`take`, :meth:`after`), instead of in one
+    ``encode()`` as long as the text. ASCII text is its own UTF-8, so its
+    length is known without encoding it."""
+
+    __slots__ = ("text", "start")
+
+    def __init__(self, text: str, start: int = 0) -> None:
+        self.text = text
+        self.start = start
+
+    def __len__(self) -> int:
+        return len(self.text) - self.start
+
+    def take(self, n: int) -> bytes:
+        """The first ``n`` bytes."""
+        return self.text[self.start : self.start + n].encode("ascii")
+
+    def after(self, n: int) -> AsciiText:
+        """What is left after the first ``n`` bytes."""
+        return AsciiText(self.text, self.start + n)
+
+    def __bytes__(self) -> bytes:
+        return self.text[self.start :].encode("ascii")
+
+
+#: A payload: bytes, or a large ASCII text encoded as it is sent.
+Payload = Union[bytes, AsciiText]  # noqa: UP007  (a runtime alias)
+
 # Payloads up to this size are copied behind their header into one buffer
 # (one send call); larger ones travel as two buffers so that the payload is
 # never copied.
@@ -278,13 +310,14 @@ _JOIN_LIMIT = 64 * 1024
 
 def encode_frame(
     opcode: int,
-    payload: bytes,
+    payload: Payload,
     fin: bool = True,
     rsv1: bool = False,
     rsv2: bool = False,
     rsv3: bool = False,
-) -> tuple[bytes, ...]:
-    """An unmasked (server-to-client) frame as one or two buffers to write in order."""
+) -> tuple[Payload, ...]:
+    """An unmasked (server-to-client) frame as one or two buffers to write in
+    order (an :class:`AsciiText` payload is always the second)."""
     b0 = opcode | 0x80 if fin else opcode
     if rsv1 or rsv2 or rsv3:
         b0 |= (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0) | (0x10 if rsv3 else 0)
@@ -296,7 +329,7 @@ def encode_frame(
     else:
         header = _HEAD_64.pack(b0, 127, length)
     if length <= _JOIN_LIMIT:
-        return (header + payload,)
+        return (header + bytes(payload),)
     return (header, payload)
 
 
