@@ -19,7 +19,9 @@ class Headers(MutableMapping[str, str]):
     __slots__ = ("_items", "_first", "_repeated")
 
     def __init__(self, items: Iterable[tuple[str, str]] | MutableMapping[str, str] = ()) -> None:
-        self._items: list[tuple[str, str]] = []
+        # Names and values alternately, in order (no tuple per header: a
+        # request's headers live as long as its WebSocket connection).
+        self._items: list[str] = []
         # Lower-cased name -> its first value, so that a lookup is one dict
         # access (an upgrade request's headers are looked up a dozen times);
         # the names that occur more than once are looked up in _items. The
@@ -31,7 +33,7 @@ class Headers(MutableMapping[str, str]):
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((name, value))
+        self._items += (name, value)
         key = sys.intern(name.lower())
         if key not in self._first:
             self._first[key] = value
@@ -46,7 +48,8 @@ class Headers(MutableMapping[str, str]):
             return []
         if self._repeated is None or key not in self._repeated:
             return [self._first[key]]
-        return [v for n, v in self._items if n.lower() == key]
+        items = self._items
+        return [items[i + 1] for i in range(0, len(items), 2) if items[i].lower() == key]
 
     def __getitem__(self, name: str) -> str:
         try:
@@ -70,14 +73,15 @@ class Headers(MutableMapping[str, str]):
         del self._first[key]
         if self._repeated is not None:
             self._repeated.discard(key)
-        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        items = self._items
+        self._items = [x for i in range(0, len(items), 2) if items[i].lower() != key for x in items[i : i + 2]]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._first
 
     def __iter__(self) -> Iterator[str]:
         seen: set[str] = set()
-        for n, _ in self._items:
+        for n in self._items[::2]:
             key = n.lower()
             if key not in seen:
                 seen.add(key)
@@ -88,7 +92,8 @@ class Headers(MutableMapping[str, str]):
 
     def raw_items(self) -> list[tuple[str, str]]:
         """Every (name, value) pair, repeats included, in order."""
-        return list(self._items)
+        items = self._items
+        return list(zip(items[::2], items[1::2]))
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.raw_items()!r})"
