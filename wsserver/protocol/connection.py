@@ -74,9 +74,10 @@ Data = Union[str, bytes, bytearray, memoryview, Any]  # noqa: UP007  (a runtime 
 # chunk. It validates a message's text as it arrives, a slice at a time.
 _utf8_decode = codecs.utf_8_decode
 
-# Text is validated in slices of this size: the decoded slice, thrown away,
-# stays in the CPU's cache and in the allocator's reused memory.
-_VALIDATE_SLICE = 64 * 1024
+# Text is decoded in slices of this size as it arrives: a bad byte fails the
+# connection within one slice's work, and each decoded piece is a modest
+# allocation; the message's str is one join of the pieces.
+_DECODE_SLICE = 64 * 1024
 
 
 class BufferPool:
@@ -243,14 +244,15 @@ class Connection:
         self._control_payload = bytearray()
         # The data message being assembled: its type and size so far, and
         # the buffer it is unmasked into (from the pool, while a message is
-        # under way): _assembled bytes of it are in use (the message, or
-        # with deliver_fragments the current fragment), of which the first
-        # _validated are whole UTF-8 sequences for text.
+        # under way), of which _assembled bytes are in use. Binary: the
+        # message (or with deliver_fragments the current fragment). Text is
+        # decoded as it arrives, into _text_parts: the buffer holds only the
+        # start of a UTF-8 sequence split at the end of what came so far.
         self._message_type: int | None = None
         self._message_size = 0
         self._buffer: bytearray | None = None
         self._assembled = 0
-        self._validated = 0
+        self._text_parts: list[str] = []
         self._fragment_type = 0
 
         self._outgoing: list[Payload] = []
@@ -448,26 +450,32 @@ class Connection:
             self._buffer = self._buffers.take()
         self._assembled = unmask_into(self._buffer, self._assembled, masked, header.mask, offset)
         if self._message_type == _TEXT:
-            self._validate_text()
+            self._decode_text()
 
-    def _validate_text(self) -> None:
-        """Check the text assembled since the last check, a slice at a time;
-        a sequence split at the end waits for the next piece."""
-        pos, end = self._validated, self._assembled
-        assert self._buffer is not None
-        with memoryview(self._buffer) as view:  # released before the buffer may grow
+    def _decode_text(self) -> None:
+        """Decode the text in the buffer, a slice at a time, so that invalid
+        UTF-8 fails in the read that brought it; keep the start of a
+        sequence split at the end for the next piece."""
+        buffer = self._buffer
+        assert buffer is not None
+        end = self._assembled
+        pos = 0
+        parts = self._text_parts
+        with memoryview(buffer) as view:  # released before the buffer may change size
             try:
                 while pos < end:
-                    stop = min(pos + _VALIDATE_SLICE, end)
-                    consumed = _utf8_decode(view[pos:stop], "strict", False)[1]
+                    text, consumed = _utf8_decode(view[pos : min(pos + _DECODE_SLICE, end)], "strict", False)
                     if not consumed:  # only the start of a sequence is left
                         break
+                    parts.append(text)
                     pos += consumed
             except UnicodeDecodeError:
                 raise InvalidText("text message is not valid UTF-8") from None
-            self._validated = pos
-            if end - pos >= 2 and _pending_utf8_is_invalid(bytes(view[pos:end])):
-                raise InvalidText("text message is not valid UTF-8")
+            rest = bytes(view[pos:end])  # at most 3 bytes
+        if len(rest) >= 2 and _pending_utf8_is_invalid(rest):
+            raise InvalidText("text message is not valid UTF-8")
+        buffer[: len(rest)] = rest
+        self._assembled = len(rest)
 
     def _end_frame(self) -> Event | None:
         """Finish the frame just read; return the event it completes, if any."""
@@ -479,7 +487,7 @@ class Connection:
             self._control_payload.clear()
             return self._control_frame(header.opcode, payload)
         text = self._message_type == _TEXT
-        if header.fin and text and self._validated < self._assembled:
+        if header.fin and text and self._assembled:
             # Held-back bytes are always the valid start of a sequence.
             raise InvalidText("text message ends inside a UTF-8 sequence")
         event: Event | None = None
@@ -495,20 +503,21 @@ class Connection:
         return event
 
     def _take_assembled(self, text: bool) -> str | bytes:
-        """What was assembled, as the application receives it (a sequence
-        split at the end of a text fragment stays, to finish the next one)."""
-        buffer, end = self._buffer, self._validated if text else self._assembled
-        if buffer is None:  # nothing arrived: an empty frame
-            return "" if text else b""
-        with memoryview(buffer) as view:
-            data = str(view[:end], "utf-8") if text else bytes(view[:end])
-        rest = self._assembled - end
-        if rest:
-            buffer[:rest] = buffer[end : self._assembled]
+        """What was assembled, as the application receives it: one join of
+        the decoded text, or one copy of the bytes. (A sequence split at the
+        end of a text fragment stays, to finish the next one.)"""
+        data: str | bytes
+        if text:
+            parts, self._text_parts = self._text_parts, []
+            data = parts[0] if len(parts) == 1 else "".join(parts)
+        elif self._buffer is None:  # nothing arrived: an empty frame
+            data = b""
         else:
+            with memoryview(self._buffer) as view:
+                data = bytes(view[: self._assembled])
+            self._assembled = 0
+        if not self._assembled:
             self._release_buffer()
-        self._assembled = rest
-        self._validated = 0
         return data
 
     def _release_buffer(self) -> None:
@@ -545,7 +554,8 @@ class Connection:
         self._input = bytearray()
         self._input_pos = 0
         self._release_buffer()
-        self._assembled = self._validated = 0
+        self._assembled = 0
+        self._text_parts = []
         self._held = []
         self.held_size = 0
 
