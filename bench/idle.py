@@ -3,6 +3,7 @@ the largest ``poll()`` step while heartbeats go out.
 
     python bench/idle.py                          # 10,000 clients, 60 s idle, heartbeat every 20 s
     python bench/idle.py --clients 2000 --idle 20 --heartbeat 5
+    python bench/idle.py --server websockets      # the same against python-websockets' asyncio server
 
 The server runs in its own process (``Server(max_connections=...)``, pumped
 by a plain ``poll()`` loop that records the CPU time of every step). A
@@ -88,6 +89,32 @@ def serve(clients: int, heartbeat: float | None) -> None:
         stats["steps"] += 1
         if step > stats["max_step"]:
             stats["max_step"] = step
+
+
+def serve_websockets(clients: int, heartbeat: float | None) -> None:
+    """The same, served by python-websockets' asyncio server, for comparison
+    (its steps are not timed: asyncio has no poll() of its own)."""
+    raise_descriptor_limit(clients + 256)
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    async def handler(ws) -> None:
+        await ws.wait_closed()
+
+    async def main() -> None:
+        async with serve(handler, HOST, 0, ping_interval=heartbeat, ping_timeout=heartbeat, compression=None, backlog=4096) as server:
+
+            def report() -> None:
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                stats = {"rss": rss_bytes(), "cpu": usage.ru_utime + usage.ru_stime, "connections": len(server.connections)}
+                print(json.dumps({**stats, "max_step": 0.0, "steps": 0}), flush=True)
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, report)
+            print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+            await asyncio.Future()
+
+    asyncio.run(main())
 
 
 # --------------------------------------------------------------------------
@@ -176,10 +203,10 @@ def run_clients(port: int, count: int, seconds: float) -> None:
 # the orchestrator
 
 
-def measure(clients: int, idle: float, heartbeat: float | None) -> dict:
+def measure(name: str, clients: int, idle: float, heartbeat: float | None) -> dict:
     """One server, ``clients`` clients, ``idle`` seconds of quiet."""
     here = os.path.abspath(__file__)
-    server = subprocess.Popen([sys.executable, here, "serve", str(clients), str(heartbeat or 0)], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, here, "serve", name, str(clients), str(heartbeat or 0)], stdout=subprocess.PIPE, text=True)
     client_process = None
     try:
         port = int(server.stdout.readline().split()[1])
@@ -219,7 +246,8 @@ def measure(clients: int, idle: float, heartbeat: float | None) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        serve(int(sys.argv[2]), float(sys.argv[3]) or None)
+        serving = serve if sys.argv[2] == "wsserver" else serve_websockets
+        serving(int(sys.argv[3]), float(sys.argv[4]) or None)
         return
     if len(sys.argv) > 1 and sys.argv[1] == "clients":
         run_clients(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
@@ -228,11 +256,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10_000)
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle period (default 60)")
     parser.add_argument("--heartbeat", type=float, default=20.0, help="heartbeat_interval of the second run (default 20)")
+    parser.add_argument("--server", choices=("wsserver", "websockets"), default="wsserver", help="websockets: its asyncio server, to compare")
     args = parser.parse_args()
     n = args.clients
     for heartbeat in (None, args.heartbeat):
-        r = measure(n, args.idle, heartbeat)
-        label = "heartbeats off" if heartbeat is None else f"heartbeat every {heartbeat:g} s"
+        r = measure(args.server, n, args.idle, heartbeat)
+        label = f"{args.server}, " + ("heartbeats off" if heartbeat is None else f"heartbeat every {heartbeat:g} s")
         print(f"{label}: {n} clients connected in {r['connect_seconds']:.1f} s (server counts {r['connections']})")
         print(f"  memory per connection {r['per_connection'] / 1024:.2f} KiB (resident set {r['rss'][0] / 2**20:.1f} -> {r['rss'][1] / 2**20:.1f} MiB)")
         print(
