@@ -58,11 +58,12 @@ def handshake_request(path: str = "/", host: str = "localhost", key: str | None 
 
 
 @contextlib.contextmanager
-def open_websocket(address: tuple, timeout: float = 10.0) -> Iterator[socket.socket]:
-    """A bare socket on which the opening handshake has succeeded."""
+def open_websocket(address: tuple, timeout: float = 10.0, extra: str = "") -> Iterator[socket.socket]:
+    """A bare socket on which the opening handshake has succeeded (``extra``:
+    more request header lines, each ending in CRLF)."""
     with socket.create_connection(address) as sock:
         sock.settimeout(timeout)
-        sock.sendall(handshake_request())
+        sock.sendall(handshake_request(extra=extra))
         head = read_http_head(sock)
         assert head.startswith(b"HTTP/1.1 101 "), head
         yield sock
@@ -70,13 +71,20 @@ def open_websocket(address: tuple, timeout: float = 10.0) -> Iterator[socket.soc
 
 def read_frame(sock: socket.socket) -> tuple[int, bool, bytes]:
     """Read one unmasked server frame: (opcode, fin, payload)."""
+    b0, payload = read_raw_frame(sock)
+    return b0 & 0x0F, bool(b0 & 0x80), payload
+
+
+def read_raw_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one unmasked server frame: its first byte (FIN, RSV bits and
+    opcode) and its payload."""
     b0, b1 = _exactly(sock, 2)
     n = b1 & 0x7F
     if n == 126:
         (n,) = struct.unpack("!H", _exactly(sock, 2))
     elif n == 127:
         (n,) = struct.unpack("!Q", _exactly(sock, 8))
-    return b0 & 0x0F, bool(b0 & 0x80), _exactly(sock, n)
+    return b0, _exactly(sock, n)
 
 
 def read_http_head(sock: socket.socket) -> bytes:

@@ -137,7 +137,7 @@ def test_on_drain_paces_a_sender_even_with_a_small_limit(harness):
     received: list[str] = []
 
     def read_all() -> None:
-        with connect(h.url + "paced", max_size=None) as ws:
+        with connect(h.url + "paced", max_size=None, compression=None) as ws:  # bytes as sent: the backlog must build up
             while len(received) < total:
                 received.append(ws.recv(timeout=10))
 

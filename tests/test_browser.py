@@ -1,7 +1,7 @@
 """A real browser end to end: headless Chromium loads a page from
 ``http_server``, and the page's own script talks back to the same port
-over WebSocket (text, binary, a ``publish``), Server-Sent Events and a
-JSON route. Then the built-in chat page of ``python -m wsserver``, clicked
+over WebSocket (text, binary, a ``publish``, a large text compressed by
+permessage-deflate), Server-Sent Events and a JSON route. Then the built-in chat page of ``python -m wsserver``, clicked
 like a person would."""
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ PAGE = """<!doctype html>
 window.outcome = new Promise((resolve, reject) => {
   const result = {};
   const ws = new WebSocket(`ws://${location.host}/chat?room=e2e`);
+  // JSON-like text of about 1 MiB, for a compressed round trip.
+  const large = "large:" + JSON.stringify(Array.from({ length: 20000 }, (_, i) => ({ row: i, name: `item ${i}`, on: i % 2 === 0 })));
   ws.binaryType = "arraybuffer";
   ws.onerror = () => reject(new Error("websocket error"));
-  ws.onopen = () => ws.send("hello from chromium");
+  ws.onopen = () => { result.extensions = ws.extensions; ws.send("hello from chromium"); };
   ws.onmessage = (event) => {
     if (typeof event.data !== "string") {
       result.binary = Array.from(new Uint8Array(event.data));
@@ -42,9 +44,12 @@ window.outcome = new Promise((resolve, reject) => {
     } else if (event.data.startsWith("echo:")) {
       result.text = event.data;
       ws.send(new Uint8Array([0, 1, 2, 127, 128, 255]));
+    } else if (event.data.startsWith("large:")) {
+      result.large = event.data === large;
+      streamEvents();
     } else {
       result.published = event.data;
-      streamEvents();
+      ws.send(large);
     }
   };
   function streamEvents() {
@@ -99,6 +104,8 @@ def test_a_page_talks_back_over_websocket_sse_and_fetch(tmp_path: Path) -> None:
         recorder.messages.append((client, message))
         if message.data == "publish please":
             server.publish(f"published to {server.client_count()} client(s)")
+        elif isinstance(message.data, str) and message.data.startswith("large:"):
+            client.send(message.data)
         elif isinstance(message.data, bytes):
             client.send(bytes(reversed(message.data)))
         else:
@@ -119,6 +126,10 @@ def test_a_page_talks_back_over_websocket_sse_and_fetch(tmp_path: Path) -> None:
 
     outcome, url = page_outcome(server, recorder, tmp_path)
     assert outcome == {
+        # Chromium offers permessage-deflate and gets it by default; a
+        # large text message went both ways compressed.
+        "extensions": "permessage-deflate; client_no_context_takeover",
+        "large": True,
         "text": "echo:hello from chromium",
         "binary": [255, 128, 127, 2, 1, 0],
         "published": "published to 1 client(s)",
@@ -132,7 +143,8 @@ def test_a_page_talks_back_over_websocket_sse_and_fetch(tmp_path: Path) -> None:
     assert client.request.headers["Origin"] == url.rstrip("/")
     assert [(code, reason) for _, code, reason in recorder.closes] == [(1000, "done")]
     assert client.close_code == 1000
-    assert [m.data for _, m in recorder.messages] == ["hello from chromium", bytes([0, 1, 2, 127, 128, 255]), "publish please"]
+    assert [m.data for _, m in recorder.messages][:3] == ["hello from chromium", bytes([0, 1, 2, 127, 128, 255]), "publish please"]
+    assert client.extensions == "permessage-deflate; client_no_context_takeover"
     recorder.check_invariants()
 
 

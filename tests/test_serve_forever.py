@@ -137,5 +137,9 @@ def test_node_ws_client(running: Server) -> None:
         "pong": "node ping",
         "close": [1000, ""],  # the server echoes the code, not the reason
         "protocol": "chat",
+        # permessage-deflate is negotiated by default, and a large text
+        # message went both ways compressed.
+        "extensions": "permessage-deflate",
+        "echoed": True,
     }
     assert chosen == [["chat"]]

@@ -8,7 +8,7 @@ do that, or call ``serve_forever()``). No threads, no asyncio.
 from .http.request import Request
 from .http.response import Response
 from .http.sse import EventStream
-from .protocol import CloseCode, Fragment, Message, Opcode, ProtocolError
+from .protocol import CloseCode, Compression, Fragment, Message, Opcode, ProtocolError
 from .protocol.handshake import accept_key as get_sec_accept
 from .protocol.handshake import generate_key as get_sec_key
 from .protocol.handshake import sha1_base64
@@ -26,6 +26,7 @@ __all__ = [
     "EventStream",
     "UpgradeResponse",
     "CloseCode",
+    "Compression",
     "Opcode",
     "ProtocolError",
     "get_sec_accept",

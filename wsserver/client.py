@@ -64,17 +64,19 @@ class Client:
 
     ``id`` is unique for the server's lifetime. ``request`` is the upgrade
     request (its ``path``, ``query`` and ``headers``); ``subprotocol`` the one
-    chosen, if any. After the connection ends, ``close_code`` and
+    chosen, if any; ``extensions`` the ``Sec-WebSocket-Extensions`` the
+    server answered with (permessage-deflate's parameters), if any. After the connection ends, ``close_code`` and
     ``close_reason`` tell how (1006: it ended without a closing handshake).
     """
 
-    __slots__ = ("id", "remote_address", "request", "subprotocol", "close_code", "close_reason", "_server", "_state", "__weakref__")
+    __slots__ = ("id", "remote_address", "request", "subprotocol", "extensions", "close_code", "close_reason", "_server", "_state", "__weakref__")
 
     def __init__(self, client_id: int, server: Server, request: Request, remote_address: tuple[Any, ...]) -> None:
         self.id = client_id
         self.remote_address = remote_address
         self.request = request
         self.subprotocol: str | None = None
+        self.extensions: str | None = None
         self.close_code: int | None = None
         self.close_reason = ""
         self._server = server

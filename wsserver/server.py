@@ -30,8 +30,10 @@ from .http.request import Request
 from .http.response import render_head
 from .http.server import HttpServer
 from .protocol import (
+    DEFAULT_COMPRESSION,
     DEFAULT_MAX_MESSAGE_SIZE,
     CloseCode,
+    Compression,
     Data,
     Fragment,
     Message,
@@ -107,6 +109,10 @@ class Server:
         ``localhost`` and IP addresses (loopback ones only on a loopback
         bind); a leading dot allows subdomains; ``"*"`` allows any. Others
         get 421: the defence against DNS rebinding.
+    :param compression: how permessage-deflate (RFC 7692) is negotiated with
+        clients that offer it (every browser does): see
+        :class:`~wsserver.protocol.deflate.Compression` for the settings and
+        their memory; None declines it.
     :param poll_budget: seconds of work one :meth:`poll` does at most.
     :param root: the document root that ``http_server`` serves files from
         (see :class:`~wsserver.http.server.HttpServer`); None for none.
@@ -137,6 +143,7 @@ class Server:
         heartbeat_data: Data = b"",
         origins: str | Collection[str | None] | None = None,
         allowed_hosts: str | Collection[str] | None = None,
+        compression: Compression | None = DEFAULT_COMPRESSION,
         poll_budget: float = 0.002,
         root: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -162,6 +169,7 @@ class Server:
         self.heartbeat_data = heartbeat_data
         self.origins = origins
         self.allowed_hosts = allowed_hosts
+        self.compression = compression
 
         self.on_open: Callable[[Client], Any] | None = None
         self.on_message: Callable[[Client, Message], Any] | None = None

@@ -23,7 +23,7 @@ from ..http.policy import host_allowed, origin_allowed
 from ..http.request import HttpError, Request
 from ..http.response import Response, render_head
 from ..http.sse import EventStream
-from ..protocol import HandshakeError, parse_upgrade
+from ..protocol import HandshakeError, PerMessageDeflate, negotiate, parse_upgrade
 from ..protocol.handshake import accept_headers, is_upgrade_request
 from ..reactor import Stream
 from .websocket import WebSocketDriver
@@ -289,6 +289,8 @@ class HttpDriver:
             return
         try:
             offer = parse_upgrade(request.method, request.version, request.headers)
+            compression = server.compression
+            agreement = None if compression is None else negotiate(compression, request.headers.get_all("Sec-WebSocket-Extensions"))
         except HandshakeError as exc:
             self._send_error(exc.status, exc.message, exc.headers, request=request)
             return
@@ -317,14 +319,17 @@ class HttpDriver:
             else:
                 self._send_error(response.refused_status or 403, response.refused_body, request=request)
             return
-        headers = accept_headers(offer.key, subprotocol)
-        chosen = {name.lower() for name, _ in headers}
+        extensions = None if agreement is None else agreement.response
+        headers = accept_headers(offer.key, subprotocol, extensions)
+        # The server alone answers for extensions: it is what speaks them.
+        chosen = {name.lower() for name, _ in headers} | {"sec-websocket-extensions"}
         headers += [(n, v) for n, v in response.headers.raw_items() if n.lower() not in chosen]
         self.stream.write(render_head(101, headers))
         client.subprotocol = subprotocol
+        client.extensions = extensions
         self._upgraded = True
         self._set_timer(None)
-        driver = WebSocketDriver(context, self.stream, client)
+        driver = WebSocketDriver(context, self.stream, client, None if agreement is None else PerMessageDeflate(agreement))
         context.upgraded(self, driver)
         driver.open(self.parser.take_buffered())
 

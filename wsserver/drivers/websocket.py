@@ -22,6 +22,13 @@ backpressure on a client that floods), and the connection asks the reactor
 for another turn behind the other ready connections. The optional rate
 limit (``max_messages_per_second``, ``max_bytes_per_second``) pauses the
 same way, until the client is back within its rate; nothing is dropped.
+Inflating a large compressed message takes a turn per slice the same way.
+
+**Compression.** A large message to send is compressed a slice per turn,
+each once the socket has taken the slices before it, so that it is paced by
+the network and never one long unit of work. zlib state a connection keeps
+between messages is let go once it has been unused for the agreement's
+``idle_timeout`` (checked at that interval: it goes after one to two).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from ..protocol import (
     Fragment,
     Message,
     Opcode,
+    PerMessageDeflate,
     PreparedMessage,
     ProtocolError,
     State,
@@ -60,12 +68,17 @@ _OPEN = State.OPEN
 class WebSocketDriver:
     """Drives one WebSocket connection; the :class:`Stream`'s handler after the upgrade."""
 
-    def __init__(self, context: ServerContext, stream: Stream, client: Client) -> None:
+    def __init__(self, context: ServerContext, stream: Stream, client: Client, deflate: PerMessageDeflate | None = None) -> None:
         server = context.server
         self.context = context
         self.stream = stream
         self.client = client
-        self.ws = Connection(server.max_message_size, deliver_fragments=server.on_fragment is not None, buffers=context.buffers)
+        self.ws = Connection(
+            server.max_message_size,
+            deliver_fragments=server.on_fragment is not None,
+            buffers=context.buffers,
+            deflate=deflate,
+        )
         self.max_write_buffer = context.max_write_buffer
         self.write_limit = server.write_limit
         self.opened = False  # on_open ran, so on_client_closed is owed
@@ -78,6 +91,7 @@ class WebSocketDriver:
         self._close_timer: Timer | None = None
         self._heartbeat_timer: Timer | None = None
         self._grace_timer: Timer | None = None  # runs while the client is over its write_limit
+        self._deflate_timer: Timer | None = None  # runs while zlib state is kept between messages
         # on_drain must follow every crossing of write_limit: that needs the
         # low-water mark below it, whatever the reactor's write slice.
         stream.low_water = min(stream.low_water, server.write_limit // 2)
@@ -123,6 +137,8 @@ class WebSocketDriver:
 
     def turn(self) -> None:
         self._turn_pending = False
+        if self.ws.compressing:
+            self._compress_more()
         self._handle_events()
 
     def _handle_events(self) -> None:
@@ -140,14 +156,16 @@ class WebSocketDriver:
         left = EVENTS_PER_TURN
         while not self._over_high_water and self._rate_timer is None:
             if left < EVENTS_PER_TURN and (not left or reactor.time() >= reactor.step_deadline):
-                if ws.buffered_input:
+                if ws.buffered_input or ws.work_pending:
                     self._turn_pending = True
                     self.stream.request_turn()
                 break
             event = ws.next_event()
-            if event is None:
-                break
             left -= 1
+            if event is None:
+                if ws.work_pending:
+                    continue  # a slice of inflating was done: another, if the budget allows
+                break
             if type(event) is Message:
                 if rate is not None:
                     self._take_rate(rate, len(event.data))
@@ -176,6 +194,8 @@ class WebSocketDriver:
             self._close_stream()
         else:
             self._update_reading()
+            if ws.deflate is not None:
+                self._watch_deflate_state(ws.deflate)
 
     def _update_reading(self) -> None:
         """Read the socket only while nothing holds the client's input back."""
@@ -208,12 +228,16 @@ class WebSocketDriver:
             self.context.invoke(self.context.server.on_drain, self.client, self.client)
         if resumed and not self.stream.is_closing:
             self._handle_events()  # what it sent meanwhile, still unparsed; reading resumes
+        if self.ws.compressing:
+            self._compress_more()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        for timer in (self._close_timer, self._heartbeat_timer, self._grace_timer, self._rate_timer):
+        for timer in (self._close_timer, self._heartbeat_timer, self._grace_timer, self._rate_timer, self._deflate_timer):
             if timer is not None:
                 timer.cancel()
-        self._close_timer = self._heartbeat_timer = self._grace_timer = self._rate_timer = None
+        self._close_timer = self._heartbeat_timer = self._grace_timer = self._rate_timer = self._deflate_timer = None
+        if self.ws.deflate is not None:
+            self.ws.deflate.release()
         context = self.context
         client = self.client
         context.forget_client(client)
@@ -243,6 +267,10 @@ class WebSocketDriver:
             return False
         ws.send_prepared(message)
         self._flush()
+        if ws.deflate is not None:
+            if ws.compressing:
+                self.stream.request_turn()  # the next slice, in a later turn
+            self._watch_deflate_state(ws.deflate)
         return True
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool, rsv1: bool, rsv2: bool, rsv3: bool) -> bool:
@@ -257,6 +285,34 @@ class WebSocketDriver:
         if self.ws.state is State.CLOSING:
             self._arm_close_timer()  # the application sent a Close frame itself
         return True
+
+    def _compress_more(self) -> None:
+        """Compress the next slice of the large message being sent, once the
+        socket has taken the slices before it (else ``write_drained`` comes
+        back here), and ask for a turn for the one after."""
+        stream = self.stream
+        if stream.buffered_amount > stream.low_water or stream.is_closing:
+            return
+        self.ws.send_more()
+        self._flush()
+        if self.ws.compressing and stream.buffered_amount <= stream.low_water:
+            stream.request_turn()
+
+    def _watch_deflate_state(self, deflate: PerMessageDeflate) -> None:
+        """Have zlib state that outlives a message checked for idleness."""
+        timeout = deflate.agreement.compression.idle_timeout
+        if self._deflate_timer is None and timeout is not None and deflate.holds_state:
+            deflate.used = False
+            self._deflate_timer = self.context.reactor.call_later(timeout, self._deflate_idle_check, deflate, timeout)
+
+    def _deflate_idle_check(self, deflate: PerMessageDeflate, timeout: float) -> None:
+        """Let zlib state go if it was not used since the last check."""
+        if deflate.used:
+            deflate.used = False
+            self._deflate_timer = self.context.reactor.call_later(timeout, self._deflate_idle_check, deflate, timeout)
+        else:
+            self._deflate_timer = None
+            deflate.release()
 
     def start_close(self, code: int, reason: str) -> None:
         """Send a Close frame and wait (at most ``close_timeout``) for the peer's."""

@@ -15,6 +15,7 @@ from .connection import (
     check_frame,
     prepare_message,
 )
+from .deflate import DEFAULT_COMPRESSION, Agreement, Compression, PerMessageDeflate, negotiate
 from .events import CloseReceived, Event, Failure, Fragment, Message, Ping, Pong
 from .frames import (
     CloseCode,
@@ -37,6 +38,11 @@ __all__ = [
     "PreparedMessage",
     "prepare_message",
     "as_bytes",
+    "Compression",
+    "DEFAULT_COMPRESSION",
+    "Agreement",
+    "PerMessageDeflate",
+    "negotiate",
     "check_frame",
     "Data",
     "DEFAULT_MAX_MESSAGE_SIZE",

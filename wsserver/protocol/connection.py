@@ -22,6 +22,15 @@ checked at once, so a bad byte fails the connection as soon as it is seen
 and a large frame costs no more per step than the piece that was read. A
 message is assembled in one buffer, and made into the ``str`` or ``bytes``
 the application receives by one decode or one copy when it is complete.
+
+With permessage-deflate (a :class:`~wsserver.protocol.deflate.PerMessageDeflate`
+given at construction), a compressed message's data is inflated a slice of
+output at a time: a step that produced a whole slice returns no event and
+sets :attr:`Connection.work_pending`, so that the driver calls again in a
+later turn rather than inflating a large message (or a small bomb) in one
+unit of work. ``max_message_size`` applies to the inflated size, checked as
+it grows. A large message to send is deflated a slice at a time too
+(:meth:`Connection.send_more`), each slice a frame of its own.
 """
 
 from __future__ import annotations
@@ -29,8 +38,9 @@ from __future__ import annotations
 import codecs
 import enum
 from collections.abc import Iterator
-from typing import Any, NamedTuple, Union
+from typing import Any, Union
 
+from .deflate import MESSAGE_TAIL, DeflateJob, PerMessageDeflate
 from .events import CloseReceived, Event, Failure, Fragment, Message, Ping, Pong
 from .frames import (
     MAX_CONTROL_PAYLOAD,
@@ -78,6 +88,17 @@ _utf8_decode = codecs.utf_8_decode
 # connection within one slice's work, and each decoded piece is a modest
 # allocation; the message's str is one join of the pieces.
 _DECODE_SLICE = 64 * 1024
+
+# A compressed message is inflated this much output at a time: a step of
+# about a quarter of a millisecond, after which the driver gets a turn.
+_INFLATE_SLICE = 256 * 1024
+
+
+def _compressed_limit(limit: int) -> int:
+    """The most compressed bytes a message of at most ``limit`` bytes can
+    take: deflate's stored blocks add 5 bytes per 64 KiB, and a sender may
+    add a few empty blocks. Beyond it, 1009 needs no inflating."""
+    return limit + limit // 1024 + 1024
 
 
 class BufferPool:
@@ -148,13 +169,23 @@ def as_bytes(data: Data) -> bytes:
     return memoryview(data).cast("B").tobytes()
 
 
-class PreparedMessage(NamedTuple):
+class PreparedMessage:
     """A message encoded once, to be queued on any number of connections
-    (:meth:`Connection.send_prepared`): a broadcast shares its bytes."""
+    (:meth:`Connection.send_prepared`): a broadcast shares its bytes, and
+    its compressed bytes between connections whose compression has no
+    context (:attr:`PerMessageDeflate.shared_key`)."""
 
-    opcode: int
-    frames: tuple[Payload, ...]
-    size: int  # bytes on the wire
+    __slots__ = ("opcode", "frames", "size", "payload", "deflated")
+
+    def __init__(self, opcode: int, frames: tuple[Payload, ...], size: int, payload: Payload) -> None:
+        self.opcode = opcode
+        #: The uncompressed frame, as buffers to write in order.
+        self.frames = frames
+        #: Bytes of the uncompressed frame on the wire.
+        self.size = size
+        self.payload = payload
+        #: Its compressed forms by shared key, made when first needed.
+        self.deflated: dict[tuple[int, int, int], tuple[Payload, ...] | DeflateJob] | None = None
 
 
 # ASCII text over this size may be encoded as it is sent (see prepare_message).
@@ -178,7 +209,7 @@ def prepare_message(data: Data, encode_late: bool = False) -> PreparedMessage:
 
 def _prepare(opcode: int, payload: Payload) -> PreparedMessage:
     frames = encode_frame(opcode, payload)
-    return PreparedMessage(opcode, frames, len(frames[0]) if len(frames) == 1 else len(frames[0]) + len(payload))
+    return PreparedMessage(opcode, frames, len(frames[0]) if len(frames) == 1 else len(frames[0]) + len(payload), payload)
 
 
 def check_frame(opcode: int, length: int, fin: bool) -> None:
@@ -215,6 +246,8 @@ class Connection:
     :param buffers: where message buffers come from and go back to: give
         every connection of a server the same :class:`BufferPool`. By
         default the connection has a pool of its own, of one buffer.
+    :param deflate: the connection's permessage-deflate, when the handshake
+        negotiated it: RSV1 then marks compressed messages both ways.
     """
 
     def __init__(
@@ -222,9 +255,11 @@ class Connection:
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         deliver_fragments: bool = False,
         buffers: BufferPool | None = None,
+        deflate: PerMessageDeflate | None = None,
     ) -> None:
         self.max_message_size = max_message_size
         self.deliver_fragments = deliver_fragments
+        self.deflate = deflate
         self._buffers = buffers if buffers is not None else BufferPool(max_buffers=1)
         self.state = State.OPEN
         #: The Close code and reason received from the peer, once received.
@@ -254,13 +289,30 @@ class Connection:
         self._assembled = 0
         self._text_parts: list[str] = []
         self._fragment_type = 0
+        # A compressed message being received: its data, unmasked and not
+        # inflated yet, and whether some of it (in _zin or inside zlib) may
+        # still give output; the inflated size of the message (of the frame
+        # when fragments are delivered).
+        self._compressed = False
+        self._zin = bytearray()
+        self._inflating = False
+        self._inflated = 0
+        #: Whether the last :meth:`next_event` stopped after a slice of work
+        #: (inflating) with more to do: call it again without new input.
+        self.work_pending = False
 
         self._outgoing: list[Payload] = []
         # The type of the fragmented message being sent, if one is; whole
         # messages sent meanwhile wait behind it, in order.
         self._sending_fragmented: int | None = None
         self._held: list[PreparedMessage] = []
-        #: Bytes of whole messages waiting behind a fragmented one being sent.
+        # A large message being compressed as it is sent, and how many of
+        # its frames are queued.
+        self._job: DeflateJob | None = None
+        self._job_frames = 0
+        #: Bytes of whole messages not queued yet: held behind a fragmented
+        #: message or a compressed one being sent, and (uncompressed) the
+        #: compressed one.
         self.held_size = 0
 
     # -- input -----------------------------------------------------------
@@ -308,12 +360,17 @@ class Connection:
     @property
     def buffered_input(self) -> int:
         """Bytes received and not yet parsed into events."""
-        return len(self._input) - self._input_pos
+        return len(self._input) - self._input_pos + len(self._zin)
 
     def events(self) -> Iterator[Event]:
-        """The events of the input received so far, one at a time (see :meth:`next_event`)."""
-        while (event := self.next_event()) is not None:
-            yield event
+        """The events of the input received so far, one at a time (see
+        :meth:`next_event`), however many slices of work they take."""
+        while True:
+            event = self.next_event()
+            if event is not None:
+                yield event
+            elif not self.work_pending:
+                return
 
     def next_event(self) -> Event | None:
         """Parse received input up to the next event and return it; None
@@ -322,6 +379,7 @@ class Connection:
         A protocol error returns a :class:`Failure` (its Close frame is
         queued) and ends parsing.
         """
+        self.work_pending = False
         if not self._parsing:
             return None
         if self._error is not None:
@@ -363,15 +421,14 @@ class Connection:
                         # (The ignore: _is_whole_small_message checked that
                         # header.mask is not None, which mypy cannot see.)
                         pos += length
-                        return self._small_message(header.opcode, masked_copy(buf[pos - length : pos], header.mask))  # type: ignore[arg-type]
+                        payload = masked_copy(buf[pos - length : pos], header.mask)  # type: ignore[arg-type]
+                        if header.rsv1:
+                            return self._small_compressed_message(header, payload)
+                        return self._small_message(header.opcode, payload)
                     self._start_frame(header)
                 remaining = self._remaining
-                if remaining:
-                    take = len(buf) - pos
-                    if take <= 0:
-                        return None
-                    if take > remaining:
-                        take = remaining
+                if remaining and len(buf) > pos:
+                    take = min(len(buf) - pos, remaining)
                     if take <= _SLICE_LIMIT:
                         self._payload(buf[pos : pos + take])
                     else:
@@ -379,8 +436,11 @@ class Connection:
                             self._payload(view[pos : pos + take])
                     pos += take
                     self._remaining = remaining = remaining - take
-                    if remaining:
-                        return None
+                if self._inflating and self._inflate_slice():
+                    self.work_pending = True  # a whole slice was inflated: the rest waits for the next call
+                    return None
+                if remaining:
+                    return None
                 event = self._end_frame()
                 if event is not None:
                     return event
@@ -397,7 +457,8 @@ class Connection:
             (opcode == _TEXT or opcode == _BINARY)
             and header.fin
             and header.mask is not None
-            and not (header.rsv1 or header.rsv2 or header.rsv3)
+            and not (header.rsv2 or header.rsv3)
+            and (not header.rsv1 or self.deflate is not None)
             and self._message_type is None
             and not self.deliver_fragments
             and (self.max_message_size is None or header.length <= self.max_message_size)
@@ -411,14 +472,40 @@ class Connection:
         except UnicodeDecodeError:
             raise InvalidText("text message is not valid UTF-8") from None
 
+    def _small_compressed_message(self, header: FrameHeader, data: bytes | bytearray) -> Message | None:
+        """A small compressed message that arrived whole: inflated in one go
+        if it fits a slice, otherwise taken on as a message under way."""
+        deflate = self.deflate
+        assert deflate is not None
+        limit = self.max_message_size
+        max_length = _INFLATE_SLICE if limit is None else min(_INFLATE_SLICE, limit + 1)
+        zin = bytearray(data)
+        zin += MESSAGE_TAIL
+        out = deflate.inflate(zin, max_length)
+        if len(out) < max_length:
+            deflate.message_inflated()
+            return self._small_message(header.opcode, out)
+        self._start_frame(header)
+        self._message_size = self._frame_offset = header.length
+        self._remaining = 0
+        self._zin = zin
+        self._inflating = True
+        self._take_inflated(out)
+        self.work_pending = True
+        return None
+
     def _start_frame(self, header: FrameHeader) -> None:
         # RFC 6455 section 5.1: a server fails a connection on an unmasked frame.
         if header.mask is None:
             raise ProtocolError("client frame is not masked")
         # Section 5.2: RSV1-3 are 0 unless an extension defines them.
-        if header.rsv1 or header.rsv2 or header.rsv3:
+        if header.rsv2 or header.rsv3 or (header.rsv1 and self.deflate is None):
             raise ProtocolError("reserved bit set without a negotiated extension")
         opcode = header.opcode
+        # RFC 7692 section 6.1: RSV1 marks the first frame of a compressed
+        # message, never a continuation or a control frame.
+        if header.rsv1 and opcode != _TEXT and opcode != _BINARY:
+            raise ProtocolError("RSV1 set on a continuation or control frame")
         # Section 5.4: continuations continue a message; messages do not interleave.
         if opcode == _CONTINUATION:
             if self._message_type is None:
@@ -428,10 +515,21 @@ class Connection:
                 raise ProtocolError("new data frame inside a fragmented message")
             self._message_type = opcode
             self._fragment_type = opcode
-        if opcode < _CLOSE and self.max_message_size is not None:
-            size = header.length if self.deliver_fragments else self._message_size + header.length
-            if size > self.max_message_size:
-                raise MessageTooBig(f"message over {self.max_message_size} bytes")
+            self._compressed = header.rsv1
+            self._inflated = 0
+        if opcode < _CLOSE:
+            if self.deliver_fragments:
+                self._inflated = 0
+            limit = self.max_message_size
+            if limit is not None:
+                # The limit is on the inflated size, checked as it grows;
+                # compressed data too large to hold it fails at once.
+                size = header.length if self.deliver_fragments else self._message_size + header.length
+                if size > (_compressed_limit(limit) if self._compressed else limit):
+                    raise MessageTooBig(f"message over {limit} bytes")
+            if self._compressed and header.fin and not header.length:
+                self._zin += MESSAGE_TAIL
+                self._inflating = True
         self._header = header
         self._remaining = header.length
         self._frame_offset = 0
@@ -446,9 +544,44 @@ class Connection:
             self._control_payload += masked_copy(masked, header.mask, offset)
             return
         self._message_size += len(masked)
+        if self._compressed:
+            zin = self._zin
+            unmask_into(zin, len(zin), masked, header.mask, offset)
+            if header.fin and self._frame_offset == header.length:
+                zin += MESSAGE_TAIL  # the message's data is complete
+            self._inflating = True
+            return
         if self._buffer is None:
             self._buffer = self._buffers.take()
         self._assembled = unmask_into(self._buffer, self._assembled, masked, header.mask, offset)
+        if self._message_type == _TEXT:
+            self._decode_text()
+
+    def _inflate_slice(self) -> bool:
+        """Inflate what came of a compressed message, at most a slice of
+        output; return whether the slice was filled (more may be waiting)."""
+        deflate = self.deflate
+        assert deflate is not None
+        limit = self.max_message_size
+        max_length = _INFLATE_SLICE if limit is None else min(_INFLATE_SLICE, limit - self._inflated + 1)
+        out = deflate.inflate(self._zin, max_length)
+        full = len(out) == max_length
+        self._inflating = full or bool(self._zin)
+        if out:
+            self._take_inflated(out)
+        return full
+
+    def _take_inflated(self, out: bytes) -> None:
+        """Take in inflated data of the message (or fragment) under way."""
+        self._inflated += len(out)
+        limit = self.max_message_size
+        if limit is not None and self._inflated > limit:
+            raise MessageTooBig(f"message over {limit} bytes once inflated")
+        if self._buffer is None:
+            self._buffer = self._buffers.take()
+        start = self._assembled
+        self._assembled = start + len(out)
+        self._buffer[start : self._assembled] = out
         if self._message_type == _TEXT:
             self._decode_text()
 
@@ -500,6 +633,10 @@ class Connection:
                 event = Message(self._message_type, self._take_assembled(text))
             self._message_type = None
             self._message_size = 0
+            if self._compressed:
+                self._compressed = False
+                assert self.deflate is not None
+                self.deflate.message_inflated()
         return event
 
     def _take_assembled(self, text: bool) -> str | bytes:
@@ -556,8 +693,13 @@ class Connection:
         self._release_buffer()
         self._assembled = 0
         self._text_parts = []
+        self._zin = bytearray()
+        self._inflating = False
         self._held = []
+        self._job = None
         self.held_size = 0
+        if self.deflate is not None:
+            self.deflate.release()
 
     # -- output ----------------------------------------------------------
 
@@ -585,14 +727,83 @@ class Connection:
         self.send_prepared(_prepare(_BINARY, as_bytes(data)))
 
     def send_prepared(self, message: PreparedMessage) -> None:
-        """Queue a message encoded by :func:`prepare_message`. While a
-        fragmented message is being sent, it waits behind that one."""
+        """Queue a message encoded by :func:`prepare_message`, compressed if
+        the connection negotiated it and the message is not under the
+        threshold. While a fragmented message, or a large compressed one,
+        is being sent, it waits behind that one."""
         self._check_open()
-        if self._sending_fragmented is not None:
+        if self._sending_fragmented is not None or self._job is not None:
             self._held.append(message)
             self.held_size += message.size
             return
-        self._outgoing.extend(message.frames)
+        self._send_message(message)
+
+    @property
+    def compressing(self) -> bool:
+        """Whether a large message is being compressed as it is sent: call
+        :meth:`send_more` (when the previous slices are sent) until not."""
+        return self._job is not None
+
+    def send_more(self) -> None:
+        """Compress and queue the next slice of the large message being
+        sent; once it is all queued, the messages held behind it follow."""
+        job = self._job
+        if job is None:
+            return
+        if self._job_frames == len(job.frames) and not job.done:
+            job.advance()
+        self._queue_job()
+        if self._job is None:
+            self._release_held()
+
+    def _send_message(self, message: PreparedMessage) -> None:
+        deflate = self.deflate
+        payload = message.payload
+        if deflate is None or len(payload) < deflate.threshold:
+            self._outgoing.extend(message.frames)
+            return
+        key = deflate.shared_key
+        if key is None:
+            compressed = deflate.compress(message.opcode, payload)
+        else:
+            # No context carries over: the compressed bytes are the same for
+            # every connection with these settings, so a broadcast makes
+            # them once (a large message's slices too, shared as they come).
+            cache = message.deflated
+            if cache is None:
+                cache = message.deflated = {}
+            found = cache.get(key)
+            if found is None:
+                found = cache[key] = deflate.compress(message.opcode, payload)
+            compressed = found
+        if type(compressed) is tuple:
+            self._outgoing.extend(compressed)
+            return
+        assert isinstance(compressed, DeflateJob)
+        self._job = compressed
+        self._job_frames = 0
+        self.held_size += compressed.size
+        self._queue_job()
+
+    def _queue_job(self) -> None:
+        """Queue the frames of the compressed message under way made so far."""
+        job = self._job
+        assert job is not None
+        frames = job.frames
+        for frame in frames[self._job_frames :]:
+            self._outgoing.extend(frame)
+        self._job_frames = len(frames)
+        if job.done:
+            self._job = None
+            self.held_size -= job.size
+
+    def _finish_job(self) -> None:
+        """Compress what is left of the message under way, and the messages
+        held behind it, now: a raw data frame is to follow them. (Raw frames
+        and large compressed messages are seldom mixed; this is the one
+        place where compressing is not spread over turns.)"""
+        while self._job is not None:
+            self.send_more()
 
     def send_fragment(self, data: Data, fin: bool) -> None:
         """Queue one frame of a fragmented message: the first call's ``data``
@@ -632,6 +843,13 @@ class Connection:
             return
         check_frame(opcode, len(payload), fin)
         self._check_open()
+        if rsv1 and self.deflate is not None:
+            raise ValueError(
+                "RSV1 marks permessage-deflate's compressed messages on this connection: "
+                "a raw frame with it would put the client's decompressor out of step"
+            )
+        if opcode < _CLOSE and self._job is not None:
+            self._finish_job()
         if opcode == _CONTINUATION:
             if self._sending_fragmented is None:
                 raise InvalidState("continuation frame with no message to continue")
@@ -659,6 +877,7 @@ class Connection:
         self._queue_close(code, reason)
         self.state = State.CLOSING
         self._held = []
+        self._job = None
         self.held_size = 0
 
     def fail(self, code: int, reason: str = "") -> None:
@@ -681,7 +900,12 @@ class Connection:
         self._queue(encode_frame(_CLOSE, payload))
 
     def _release_held(self) -> None:
+        """Send the messages held behind the one that was under way, until
+        one of them is a large compressed message, which the rest wait behind."""
         held, self._held = self._held, []
-        self.held_size = 0
-        for message in held:
-            self._outgoing.extend(message.frames)
+        for i, message in enumerate(held):
+            if self._job is not None:
+                self._held = held[i:]
+                return
+            self.held_size -= message.size
+            self._send_message(message)

@@ -130,7 +130,7 @@ def parse_upgrade(method: str, http_version: str, headers: HeaderLookup) -> Upgr
     )
 
 
-def accept_headers(key: str, subprotocol: str | None = None) -> list[tuple[str, str]]:
+def accept_headers(key: str, subprotocol: str | None = None, extensions: str | None = None) -> list[tuple[str, str]]:
     """The headers of the ``101 Switching Protocols`` answer."""
     headers = [
         ("Upgrade", "websocket"),
@@ -139,4 +139,6 @@ def accept_headers(key: str, subprotocol: str | None = None) -> list[tuple[str, 
     ]
     if subprotocol:
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    if extensions:
+        headers.append(("Sec-WebSocket-Extensions", extensions))
     return headers
