@@ -13,6 +13,8 @@ bounded in time and count) drives one scenario:
   small    50 clients sending 64-byte text messages, 10 in flight each
            (raw sockets, throughput.py's load client)
   large    8 MiB binary messages back to back, each echoed
+  deflate  1 MiB JSON-like text messages back to back, each echoed, with
+           permessage-deflate negotiated (websockets' client, its defaults)
   connect  WebSocket connections opened and closed, 16 at a time (at most 5,000)
   burst    one raw connection pipelining masked 60-byte text frames as fast
            as the socket takes them (reading the echoes as they come)
@@ -39,7 +41,7 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TICK = 0.005
-SCENARIOS = ("idle", "small", "large", "connect", "burst")
+SCENARIOS = ("idle", "small", "large", "deflate", "connect", "burst")
 
 # -- the load process -----------------------------------------------------------
 
@@ -68,6 +70,23 @@ async def load_large(url: str, seconds: float, size: int = 8 * 1024 * 1024, limi
             await ws.send(payload)
             reply = await ws.recv()
             assert len(reply) == size
+            count += 1
+    elapsed = time.monotonic() - started
+    return {"messages": count, "seconds": elapsed, "mib_per_s": count * size / 2**20 / elapsed}
+
+
+async def load_deflate(url: str, seconds: float, size: int = 2**20, limit: int = 3000) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    rows = (f'{{"id":{i},"name":"item {i}","price":{i * 37 % 1000 / 10},"on":{str(i % 3 == 0).lower()}}}' for i in range(size // 40 + 1))
+    text = ("[" + ",".join(rows))[:size]
+    count = 0
+    started = time.monotonic()
+    async with connect(url, max_size=None) as ws:
+        assert ws.protocol.extensions, "permessage-deflate was not negotiated"
+        while count < limit and time.monotonic() - started < seconds:
+            await ws.send(text)
+            assert await ws.recv() == text
             count += 1
     elapsed = time.monotonic() - started
     return {"messages": count, "seconds": elapsed, "mib_per_s": count * size / 2**20 / elapsed}
@@ -113,7 +132,7 @@ async def load_burst(url: str, seconds: float) -> dict[str, Any]:
 
 
 def run_load(scenario: str, url: str, seconds: float) -> None:
-    load = {"small": load_small, "large": load_large, "connect": load_connect, "idle": load_idle, "burst": load_burst}[scenario]
+    load = {"small": load_small, "large": load_large, "deflate": load_deflate, "connect": load_connect, "idle": load_idle, "burst": load_burst}[scenario]
     result = asyncio.run(load(url, seconds))
     print(json.dumps(result), flush=True)
 
@@ -269,7 +288,13 @@ def table(rows: list[dict[str, Any]]) -> str:
             )
             continue
         rate = row["messages"] / row["seconds"] if row["seconds"] else 0.0
-        unit = {"small": "messages/s echoed", "large": "8 MiB messages/s echoed", "connect": "connections/s", "burst": "messages/s echoed (one client)"}[row["scenario"]]
+        unit = {
+            "small": "messages/s echoed",
+            "large": "8 MiB messages/s echoed",
+            "deflate": "1 MiB compressed messages/s echoed",
+            "connect": "connections/s",
+            "burst": "messages/s echoed (one client)",
+        }[row["scenario"]]
         extra = f" ({row['mib_per_s']:.0f} MiB/s each way)" if "mib_per_s" in row else ""
         lines.append(
             f"| {row['scenario']} | {row['p50']:.2f} / {row['p99']:.2f} / {row['max']:.2f} | "

@@ -30,7 +30,17 @@ handshake, end; 8 connections at a time), ``publish-200`` (one client's
 64-byte messages broadcast to 200 clients), ``text-1m`` (1 MiB of ASCII
 text, one at a time), ``echo-1m`` (1 MiB binary, one at a time), and
 ``echo-32``, ``echo-64k``, ``echo-8m`` (binary), ``text-64k`` (multi-byte
-UTF-8), ``publish-100`` (1 KiB to 100 clients). msgs/s counts echoed (or
+UTF-8), ``publish-100`` (1 KiB to 100 clients). ``json-64``, ``json-64k``
+and ``json-1m`` echo JSON-like text uncompressed; ``deflate-64``,
+``deflate-64k`` and ``deflate-1m`` echo the same with permessage-deflate,
+and ``deflate-publish`` broadcasts 1 KiB of it to 100 clients. The load
+client offers ``client_no_context_takeover`` (it compresses what it sends
+once, in advance), so the server keeps its own context from message to
+message; ``deflate-publish-shared`` also offers
+``server_no_context_takeover``, with which a server can compress a
+broadcast once for all. The client inflates and checks each connection's
+first answer and counts the others by their frame headers. Only servers
+that negotiate it (wsserver, websockets) run them. msgs/s counts echoed (or
 delivered) messages, or connections; MB/s is payload bytes per second in
 one direction (10^6 bytes). "server µs/msg" is the CPU time the server
 process spent per unit of work: on a shared machine it moves less than
@@ -74,11 +84,17 @@ class Scenario:
     window: int = 1  # messages in flight per connection (publish: of the sender)
     broadcast: bool = False
     connect: bool = False  # each unit is a connection: open, handshake, Close, gone
+    deflate: str | None = None  # the permessage-deflate offer: messages compressed both ways
 
     @property
     def unit(self) -> str:
         return "conn" if self.connect else "delivery" if self.broadcast else "msg"
 
+
+# The load client's permessage-deflate offers: the server keeps its context
+# from message to message, or compresses each message on its own.
+CONTEXT = "permessage-deflate; client_no_context_takeover"
+NO_CONTEXT = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
 SCENARIOS = [
     Scenario("echo-64t", 64, text="ascii", connections=50, window=10),
@@ -91,6 +107,14 @@ SCENARIOS = [
     Scenario("echo-8m", 8 * 1024 * 1024, connections=1, window=2),
     Scenario("text-64k", 64 * 1024, text="mixed", connections=4, window=4),
     Scenario("publish-100", 1024, connections=100, window=8, broadcast=True),
+    Scenario("json-64", 64, text="json", connections=50, window=10),
+    Scenario("json-64k", 64 * 1024, text="json", connections=4, window=4),
+    Scenario("json-1m", 1024 * 1024, text="json", connections=1, window=1),
+    Scenario("deflate-64", 64, text="json", connections=50, window=10, deflate=CONTEXT),
+    Scenario("deflate-64k", 64 * 1024, text="json", connections=4, window=4, deflate=CONTEXT),
+    Scenario("deflate-1m", 1024 * 1024, text="json", connections=1, window=1, deflate=CONTEXT),
+    Scenario("deflate-publish", 1024, text="json", connections=100, window=8, broadcast=True, deflate=CONTEXT),
+    Scenario("deflate-publish-shared", 1024, text="json", connections=100, window=8, broadcast=True, deflate=NO_CONTEXT),
 ]
 
 # The scenarios of the CPU-ratio table (wsserver against websockets with its
@@ -102,25 +126,64 @@ RATIO_REFERENCE = "websockets-asyncio"
 # frames (the load client's own minimal codec, independent of wsserver)
 
 
-def frame_header(opcode: int, length: int, mask: bytes | None) -> bytes:
+def frame_header(opcode: int, length: int, mask: bytes | None, rsv1: bool = False) -> bytes:
     bit = 0x80 if mask is not None else 0
+    b0 = 0x80 | opcode | (0x40 if rsv1 else 0)
     if length < 126:
-        head = bytes((0x80 | opcode, bit | length))
+        head = bytes((b0, bit | length))
     elif length < 1 << 16:
-        head = bytes((0x80 | opcode, bit | 126)) + length.to_bytes(2, "big")
+        head = bytes((b0, bit | 126)) + length.to_bytes(2, "big")
     else:
-        head = bytes((0x80 | opcode, bit | 127)) + length.to_bytes(8, "big")
+        head = bytes((b0, bit | 127)) + length.to_bytes(8, "big")
     return head + (mask or b"")
 
 
-def masked_frame(opcode: int, payload: bytes, mask: bytes) -> bytes:
+def masked_frame(opcode: int, payload: bytes, mask: bytes, rsv1: bool = False) -> bytes:
     n = len(payload)
     key = int.from_bytes(mask * (n // 4 + 1), "little") & ((1 << (8 * n)) - 1)
     body = (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
-    return frame_header(opcode, n, mask) + body
+    return frame_header(opcode, n, mask, rsv1) + body
+
+
+def deflated(payload: bytes) -> bytes:
+    """``payload`` compressed as one permessage-deflate message with no context."""
+    import zlib
+
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def whole_message(data: bytes | bytearray) -> tuple[int, bytes] | None:
+    """If ``data`` starts with a whole server message: its length on the wire
+    and its payload (inflated when RSV1 says so); else None."""
+    import zlib
+
+    pos, payload, compressed = 0, b"", None
+    while True:
+        if len(data) < pos + 2:
+            return None
+        b0, n = data[pos], data[pos + 1] & 0x7F
+        head = 2
+        if n == 126:
+            head, n = 4, int.from_bytes(data[pos + 2 : pos + 4], "big")
+        elif n == 127:
+            head, n = 10, int.from_bytes(data[pos + 2 : pos + 10], "big")
+        if len(data) < pos + head + n:
+            return None
+        if compressed is None:
+            compressed = bool(b0 & 0x40)
+        payload += bytes(data[pos + head : pos + head + n])
+        pos += head + n
+        if b0 & 0x80:
+            if compressed:
+                payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+            return pos, payload
 
 
 def make_payload(scenario: Scenario) -> bytes:
+    if scenario.text == "json":
+        rows = ",".join(f'{{"id":{i},"name":"item {i}","price":{i * 37 % 1000 / 10},"on":{str(i % 3 == 0).lower()}}}' for i in range(scenario.size // 40 + 1))
+        return ("[" + rows)[: scenario.size].encode()
     if scenario.text == "ascii":
         unit = b"wsserver ascii text 0123456789 "
         return (unit * (scenario.size // len(unit) + 1))[: scenario.size]
@@ -132,13 +195,14 @@ def make_payload(scenario: Scenario) -> bytes:
     return bytes(range(256)) * (scenario.size // 256) + bytes(scenario.size % 256)
 
 
-def handshake_request(port: int, path: str = "/") -> tuple[bytes, bytes]:
+def handshake_request(port: int, path: str = "/", extensions: str | None = None) -> tuple[bytes, bytes]:
     key = base64.b64encode(os.urandom(16))
     accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
+    offer = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{offer}\r\n"
     ).encode()
     return request, accept
 
@@ -151,8 +215,46 @@ def accept_for(key: bytes) -> bytes:
 # the load client
 
 
+class MessageCounter:
+    """Counts the whole data messages in a server's byte stream by their frame
+    headers alone (FIN data frames; control frames are skipped)."""
+
+    __slots__ = ("skip", "final", "head")
+
+    def __init__(self) -> None:
+        self.skip = 0  # payload bytes of the current frame still to come
+        self.final = False  # the current frame ends a message
+        self.head = b""  # the start of a header cut by a read
+
+    def feed(self, data: bytes) -> int:
+        count, pos, n = 0, 0, len(data)
+        while pos < n:
+            if self.skip:
+                take = min(self.skip, n - pos)
+                self.skip -= take
+                pos += take
+                if not self.skip and self.final:
+                    count += 1
+                continue
+            head = self.head + data[pos : pos + 10]
+            size = 2 if len(head) < 2 or head[1] & 0x7F < 126 else 4 if head[1] & 0x7F == 126 else 10
+            if len(head) < size:
+                self.head, pos = head, n
+                continue
+            pos += size - len(self.head)
+            self.head = b""
+            length = head[1] & 0x7F
+            if size > 2:
+                length = int.from_bytes(head[2:size], "big")
+            self.final = bool(head[0] & 0x80) and head[0] & 0x0F < 8
+            self.skip = length
+            if not length and self.final:
+                count += 1
+        return count
+
+
 class LoadConnection:
-    __slots__ = ("sock", "owed", "view", "received", "done", "in_flight", "first", "checked", "writing")
+    __slots__ = ("sock", "owed", "view", "received", "done", "in_flight", "first", "checked", "writing", "counter")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -164,6 +266,7 @@ class LoadConnection:
         self.first = bytearray()  # the first answer, checked byte for byte
         self.checked = False
         self.writing = False  # registered for EVENT_WRITE
+        self.counter = MessageCounter()  # with deflate, where answers differ in size
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -269,8 +372,14 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
     payload = make_payload(scenario)
     opcode = 1 if scenario.text else 2
     mask = os.urandom(4)
-    frame = masked_frame(opcode, payload, mask)
-    answer = frame_header(opcode, len(payload), None) + payload
+    if scenario.deflate:
+        # Answers differ in size: the first is inflated and checked, the
+        # others counted by their headers.
+        frame = masked_frame(opcode, deflated(payload), mask, rsv1=True)
+        answer = b""
+    else:
+        frame = masked_frame(opcode, payload, mask)
+        answer = frame_header(opcode, len(payload), None) + payload
     # Small frames are sent in batches cut from one precomputed run of frames.
     batch_frames = max(1, min(64, 65536 // len(frame)))
     batch = frame * batch_frames
@@ -279,7 +388,7 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
     for _ in range(scenario.connections):
         sock = socket.create_connection((HOST, port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        request, accept = handshake_request(port)
+        request, accept = handshake_request(port, extensions=scenario.deflate)
         sock.sendall(request)
         head = b""
         while b"\r\n\r\n" not in head:
@@ -290,6 +399,8 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
         head, _, rest = head.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101") or accept not in head:
             raise RuntimeError(f"bad handshake answer: {head[:200]!r}")
+        if scenario.deflate and b"permessage-deflate" not in head:
+            raise RuntimeError("the server declined permessage-deflate")
         sock.setblocking(False)
         conn = LoadConnection(sock)
         conn.first += rest
@@ -313,6 +424,20 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
 
     for conn in senders:
         want_write(conn, True)
+
+    def account(conn: LoadConnection, complete: int) -> int:
+        """Count ``complete`` more answers on ``conn``; send as many new
+        messages; return how many."""
+        conn.done += complete
+        if scenario.broadcast and conn not in senders:
+            return 0
+        conn.in_flight -= complete
+        if not sending:
+            return 0
+        conn.owed += complete
+        conn.in_flight += complete
+        want_write(conn, True)
+        return complete
 
     sending = True
     start = time.perf_counter()
@@ -351,24 +476,26 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
                 if n == 0:
                     raise RuntimeError("server closed the connection")
                 if n > 0:
-                    if not conn.checked:
-                        conn.first += buf[: min(n, frame_len - len(conn.first))]
                     conn.received += n
-                    if not conn.checked and len(conn.first) >= frame_len:
-                        if bytes(conn.first[:frame_len]) != answer:
-                            raise RuntimeError("the server's answer differs from what was sent")
-                        conn.checked = True
-                        conn.first = bytearray()
-                    complete = conn.received // frame_len - conn.done
+                    if scenario.deflate:
+                        if not conn.checked:
+                            conn.first += buf[:n]
+                            first = whole_message(conn.first)
+                            if first is not None:
+                                if first[1] != payload:
+                                    raise RuntimeError("the server's inflated answer differs from what was sent")
+                                conn.checked, conn.first = True, bytearray()
+                        complete = conn.counter.feed(bytes(buf[:n]))
+                    else:
+                        if not conn.checked:
+                            conn.first += buf[: min(n, frame_len - len(conn.first))]
+                            if len(conn.first) >= frame_len:
+                                if bytes(conn.first[:frame_len]) != answer:
+                                    raise RuntimeError("the server's answer differs from what was sent")
+                                conn.checked, conn.first = True, bytearray()
+                        complete = conn.received // frame_len - conn.done
                     if complete:
-                        conn.done += complete
-                        if conn in senders or not scenario.broadcast:
-                            conn.in_flight -= complete
-                            if sending:
-                                conn.owed += complete
-                                conn.in_flight += complete
-                                total_sent += complete
-                                want_write(conn, True)
+                        total_sent += account(conn, complete)
             if events & selectors.EVENT_WRITE:
                 while True:
                     if conn.view is None:
@@ -425,7 +552,7 @@ def serve_wsserver(port_out, broadcast: bool, pump: str) -> None:
             server.poll(0.05)
 
 
-def serve_websockets_asyncio(port_out, broadcast: bool) -> None:
+def serve_websockets_asyncio(port_out, broadcast: bool, deflate: bool = False) -> None:
     import asyncio
 
     import websockets
@@ -445,7 +572,8 @@ def serve_websockets_asyncio(port_out, broadcast: bool) -> None:
             clients.discard(ws)
 
     async def main():
-        async with serve(handler, HOST, 0, max_size=BIG_LIMIT, compression=None, ping_interval=None) as server:
+        compression = "deflate" if deflate else None
+        async with serve(handler, HOST, 0, max_size=BIG_LIMIT, compression=compression, ping_interval=None) as server:
             port_out(server.sockets[0].getsockname()[1])
             await asyncio.Future()
 
@@ -719,8 +847,8 @@ SERVERS = {
     "wsserver-pure": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
     # wsserver from another checkout (--base DIR), to measure a change.
     "wsserver-base": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
-    "websockets-asyncio": ("websockets", lambda out, b, _: serve_websockets_asyncio(out, b)),
-    "websockets-asyncio-pure": ("websockets", lambda out, b, _: serve_websockets_asyncio(out, b)),
+    "websockets-asyncio": ("websockets", lambda out, b, s: serve_websockets_asyncio(out, b, s.deflate)),
+    "websockets-asyncio-pure": ("websockets", lambda out, b, s: serve_websockets_asyncio(out, b, s.deflate)),
     "websockets-sync": ("websockets", lambda out, b, _: serve_websockets_sync(out, b)),
     "websockets-sync-pure": ("websockets", lambda out, b, _: serve_websockets_sync(out, b)),
     "wsproto": ("wsproto", lambda out, b, _: serve_wsproto(out, b)),

@@ -5,7 +5,10 @@ implementation publishes results for. Its fuzzing client connects to a running
 *server* and plays about 300 scripted cases (sections 1-7, 9 and 10: framing,
 pings and pongs, reserved bits, opcodes, fragmentation, UTF-8 validation, the
 closing handshake, limits and performance, misc) against the demo echo server,
-then grades each case:
+and a sample of sections 12 and 13 (permessage-deflate: five kinds of data at
+several sizes, and every kind of offer); all 216 cases of 12 and 13 take
+about 7 minutes and run only when asked for (``pytest -m autobahn_full``).
+It then grades each case:
 
 * ``OK``: the behaviour the RFC asks for;
 * ``NON-STRICT``: allowed, but not what the RFC prefers -- for example the
@@ -33,6 +36,7 @@ never silently skip conformance. Everything runs on loopback.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -48,13 +52,21 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AUTOBAHN = REPO_ROOT.parent / "shared" / "autobahn"
 
-#: Sections 1-7, 9 and 10 (about 301 cases, 20-60 s); 12 and 13 (permessage-deflate,
-#: which wsserver does not negotiate) take about 9 minutes and are left out.
+#: Sections 1-7, 9 and 10 (about 301 cases, 20-60 s).
 CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
+#: permessage-deflate, about 10 s: 12.x.y echoes 1,000 messages of data set x
+#: (JSON, an image, a book, HTML, random bytes) at size y (1: 16 B ... 10:
+#: 128 KiB, which the server deflates in two slices; 11 and up are
+#: fragmented by the client); 13.x.y the same for each kind of offer.
+DEFLATE_SAMPLE = [
+    "12.1.1", "12.1.10", "12.1.11", "12.2.1", "12.3.3", "12.4.5", "12.5.2",
+    "13.1.1", "13.1.10", "13.2.1", "13.3.1", "13.4.1", "13.5.1", "13.6.1", "13.7.1", "13.3.11", "13.7.11",
+]  # fmt: skip
+#: Sections 12 and 13 in full (216 cases).
+DEFLATE_ALL = ["12.*", "13.*"]
 
 SETUP_TIMEOUT = 600.0  # first install downloads Twisted & co.; later runs return at once
 WSTEST_TIMEOUT = 240  # run.sh's own wall-clock limit for wstest (it still prints a summary)
-RUN_TIMEOUT = WSTEST_TIMEOUT + 60.0  # run.sh as a whole: wstest plus its kill grace and the summary
 SERVER_START_TIMEOUT = 30.0
 SERVER_STOP_TIMEOUT = 10.0
 DETAILED_CASES = 20  # cases described in full in a failure message; all ids are listed anyway
@@ -200,6 +212,24 @@ def test_autobahn_sections_1_to_10_strict(tmp_path: Path, speedups: str) -> None
     """Both unmasking paths: pure Python, and numpy's (the ``speedups`` extra)."""
     if speedups == "numpy":
         pytest.importorskip("numpy")
+    run_autobahn(tmp_path, CASES, speedups, WSTEST_TIMEOUT)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_autobahn_permessage_deflate_sample_strict(tmp_path: Path) -> None:
+    run_autobahn(tmp_path, DEFLATE_SAMPLE, "pure", WSTEST_TIMEOUT)
+
+
+@pytest.mark.autobahn_full
+@pytest.mark.timeout(1800)
+def test_autobahn_sections_12_and_13_strict(tmp_path: Path) -> None:
+    run_autobahn(tmp_path, DEFLATE_ALL, "numpy" if importlib.util.find_spec("numpy") else "pure", 1200)
+
+
+def run_autobahn(tmp_path: Path, cases: list[str], speedups: str, wstest_timeout: float) -> None:
+    """Run ``cases`` against ``python -m wsserver`` (with or without numpy)
+    and fail on anything but OK and INFORMATIONAL."""
     if not AUTOBAHN.is_dir():
         reason = f"Autobahn|Testsuite not found at {AUTOBAHN} (expected <repo root>/../shared/autobahn)"
         if "CI" in os.environ:
@@ -238,9 +268,9 @@ def test_autobahn_sections_1_to_10_strict(tmp_path: Path, speedups: str) -> None
         url = match.group(1)
 
         started = time.monotonic()
-        env = dict(os.environ, AB_TIMEOUT=str(WSTEST_TIMEOUT), AB_AGENT="wsserver")
+        env = dict(os.environ, AB_TIMEOUT=str(int(wstest_timeout)), AB_AGENT="wsserver")
         rc, run_out = run_bounded(
-            ["bash", str(AUTOBAHN / "run.sh"), url, str(outdir), json.dumps(CASES)], RUN_TIMEOUT, env
+            ["bash", str(AUTOBAHN / "run.sh"), url, str(outdir), json.dumps(cases)], wstest_timeout + 60.0, env
         )
         run_seconds = time.monotonic() - started
         server_alive = server.poll() is None
@@ -248,7 +278,7 @@ def test_autobahn_sections_1_to_10_strict(tmp_path: Path, speedups: str) -> None
         stop_server(server)
 
     context = (
-        f"run.sh {url} (cases {' '.join(CASES)}) exited with {rc} after {run_seconds:.0f}s "
+        f"run.sh {url} (cases {' '.join(cases)}) exited with {rc} after {run_seconds:.0f}s "
         f"(setup {setup_seconds:.0f}s); server {'still running' if server_alive else f'exited with {server.returncode}'}"
         f"; reports in {outdir / 'reports' / 'servers'}"
     )

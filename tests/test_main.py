@@ -45,6 +45,18 @@ def test_echo_by_default() -> None:
         assert stop(process) == 0
 
 
+@pytest.mark.parametrize(("args", "negotiated"), [((), True), (("--no-compression",), False)])
+def test_compression_is_negotiated_unless_turned_off(args: tuple[str, ...], negotiated: bool) -> None:
+    process, url = start(*args)
+    try:
+        with connect(url) as ws:
+            assert bool(ws.protocol.extensions) is negotiated
+            ws.send("x" * 1000)
+            assert ws.recv(timeout=DEADLINE) == "x" * 1000
+    finally:
+        assert stop(process) == 0
+
+
 def test_broadcast_relays_to_every_client() -> None:
     process, url = start("--broadcast", "-v")
     try:

@@ -17,13 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from . import Client, Message, Server
+from .protocol import DEFAULT_COMPRESSION
 
 #: The built-in chat/echo page, served when no ``--root`` is given.
 BUILTIN_ROOT = Path(__file__).with_name("static")
 
 
-def build_server(broadcast: bool, root: str | Path = BUILTIN_ROOT, allowed_hosts: list[str] | None = None, origins: list[str] | None = None) -> Server:
-    server = Server(root=root, allowed_hosts=allowed_hosts, origins=origins)
+def build_server(
+    broadcast: bool,
+    root: str | Path = BUILTIN_ROOT,
+    allowed_hosts: list[str] | None = None,
+    origins: list[str] | None = None,
+    compression: bool = True,
+) -> Server:
+    server = Server(root=root, allowed_hosts=allowed_hosts, origins=origins, compression=DEFAULT_COMPRESSION if compression else None)
     log = logging.getLogger("wsserver.demo")
 
     def on_open(client: Client) -> None:
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "--allow-origin", action="append", metavar="ORIGIN", dest="origins",
         help="also let pages of this origin open a WebSocket (the server's own page always may); '*' for any; repeatable",
     )
+    parser.add_argument("--no-compression", action="store_true", help="decline permessage-deflate (negotiated by default)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -70,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         args.root if args.root is not None else BUILTIN_ROOT,
         allowed_hosts=_any_or(args.allowed_hosts),
         origins=_any_or(args.origins),
+        compression=not args.no_compression,
     )
     try:
         server.start(args.host, args.port)

@@ -412,6 +412,11 @@ class Connection:
                 if self._header is None:
                     header = parse_header(buf, pos)
                     if header is None:
+                        if pos == len(buf):
+                            # All input is parsed: let the buffer go, so that
+                            # an idle connection keeps none of its last read.
+                            buf.clear()
+                            pos = 0
                         return None
                     pos += header.size
                     length = header.length

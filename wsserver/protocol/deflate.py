@@ -20,6 +20,7 @@ window as its dictionary.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Iterable
@@ -200,7 +201,7 @@ def negotiate(compression: Compression, values: Iterable[str]) -> Agreement | No
         raise HandshakeError(400, f"invalid Sec-WebSocket-Extensions header: {exc}") from None
     for name, params in offers:
         if name == EXTENSION_NAME:
-            agreement = _accept(compression, params)
+            agreement = _accept(compression, tuple(params))
             if agreement is not None:
                 return agreement
     return None
@@ -214,9 +215,13 @@ def _window_bits(value: str | None) -> int | None:
     return int(value)
 
 
-def _accept(compression: Compression, params: list[tuple[str, str | None]]) -> Agreement | None:
+@functools.lru_cache(maxsize=64)
+def _accept(compression: Compression, params: tuple[tuple[str, str | None], ...]) -> Agreement | None:
     """The agreement on one offer, or None to decline it (RFC 7692 section 5:
-    an unknown, invalid or repeated parameter, or an unsupported configuration)."""
+    an unknown, invalid or repeated parameter, or an unsupported configuration).
+
+    Clients make the same few offers (a browser's is always the same): the
+    agreements are kept, and connections share them."""
     names = [name for name, _ in params]
     if len(set(names)) != len(names):
         return None
