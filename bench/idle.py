@@ -126,11 +126,15 @@ def serve_websockets(clients: int, heartbeat: float | None) -> None:
     raise_descriptor_limit(clients + 256)
     import asyncio
 
+    import websockets
     from websockets.asyncio.server import serve
 
     async def handler(ws) -> None:
-        async for message in ws:
-            await ws.send(message)
+        try:
+            async for message in ws:
+                await ws.send(message)
+        except websockets.ConnectionClosed:
+            pass  # the clients' process ends without closing handshakes
 
     async def main() -> None:
         async with serve(handler, HOST, 0, ping_interval=heartbeat, ping_timeout=heartbeat, backlog=4096) as server:

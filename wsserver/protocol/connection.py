@@ -379,7 +379,6 @@ class Connection:
         A protocol error returns a :class:`Failure` (its Close frame is
         queued) and ends parsing.
         """
-        self.work_pending = False
         if not self._parsing:
             return None
         if self._error is not None:
@@ -407,6 +406,7 @@ class Connection:
                     return self._small_message(b0 & 0x0F, masked_copy(buf[pos + 6 : end], buf[pos + 2 : pos + 6]))
                 except ProtocolError as exc:
                     return self._fail_on(exc)
+        self.work_pending = False  # (the fast path above never leaves work)
         try:
             while True:
                 if self._header is None:
@@ -700,6 +700,7 @@ class Connection:
         self._text_parts = []
         self._zin = bytearray()
         self._inflating = False
+        self.work_pending = False
         self._held = []
         self._job = None
         self.held_size = 0
@@ -740,8 +741,10 @@ class Connection:
         if self._sending_fragmented is not None or self._job is not None:
             self._held.append(message)
             self.held_size += message.size
-            return
-        self._send_message(message)
+        elif self.deflate is None:
+            self._outgoing.extend(message.frames)  # the common case, kept short: a broadcast takes it per client
+        else:
+            self._send_message(message)
 
     @property
     def compressing(self) -> bool:
