@@ -68,12 +68,19 @@ class SoakResult:
         )
 
 
-def message(n: int) -> str:
-    return f"{n:07d}{PAD}"
+# With --deflate, messages long enough to be compressed (the server's
+# threshold is 128 bytes), and JSON-like, as a program's would be.
+DEFLATE_PAD = ',"state":{"label":"value","items":[1,2,3],"on":true}' * 6
 
 
-def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float = 60.0) -> SoakResult:
-    """Run the soak; return its figures and every problem found."""
+def message(n: int, deflate: bool = False) -> str:
+    return f"{n:07d}{DEFLATE_PAD if deflate else PAD}"
+
+
+def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float = 60.0, deflate: bool = False) -> SoakResult:
+    """Run the soak; return its figures and every problem found. With
+    ``deflate`` the clients negotiate permessage-deflate and the messages
+    are compressed, each client's with its own context."""
     raise_open_file_limit(4 * batch + 200)
     result = SoakResult()
     started = time.monotonic()
@@ -97,7 +104,7 @@ def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float 
     server.on_error = lambda client, exc: result.problems.append(f"on_error {client}: {exc!r}")
     server.start("127.0.0.1", 0)
     host, port = server.get_local_ip()
-    swarm = Swarm(server.get_url(), max_size=None)
+    swarm = Swarm(server.get_url(), max_size=None, deflate=deflate)
     swarm.start()
 
     def pump(condition, what: str) -> None:
@@ -106,7 +113,7 @@ def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float 
             if time.monotonic() > give_up:
                 raise TimeoutError(f"soak deadline passed waiting for {what}")
             if published < wave_quota:
-                if not server.publish(message(published)):
+                if not server.publish(message(published, deflate)):
                     result.problems.append(f"publish({published}) skipped a client")
                 published += 1
             server.poll(0.001)
@@ -177,7 +184,7 @@ def soak(batch: int = 500, waves: int = 4, per_wave: int = 150, deadline: float 
             result.problems.append(f"client {client.index} never opened")
             continue
         first, end = spans[client.index]
-        expected = [message(n) for n in range(first, end)]
+        expected = [message(n, deflate) for n in range(first, end)]
         if client.messages != expected:
             result.problems.append(f"client {client.index}: got {len(client.messages)} messages, expected {first}..{end - 1}")
         elif client.index >= warm_up:
@@ -194,8 +201,9 @@ def main() -> None:
     parser.add_argument("--waves", type=int, default=10)
     parser.add_argument("--per-wave", type=int, default=150, help="messages published per wave")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds before giving up")
+    parser.add_argument("--deflate", action="store_true", help="clients negotiate permessage-deflate; messages are compressed")
     args = parser.parse_args()
-    result = soak(args.batch, args.waves, args.per_wave, args.deadline)
+    result = soak(args.batch, args.waves, args.per_wave, args.deadline, args.deflate)
     print(result.summary())
     for problem in result.problems[:20]:
         print("PROBLEM:", problem)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
@@ -48,7 +49,8 @@ class SwarmClient:
         self.index = index
         # Each client asks for its own path, /s<index>, so that the server
         # side can tell which client a connection is.
-        self.protocol = ClientProtocol(parse_uri(f"{swarm.url.rstrip('/')}/s{index}"), max_size=swarm.max_size)
+        extensions = [ClientPerMessageDeflateFactory()] if swarm.deflate else None
+        self.protocol = ClientProtocol(parse_uri(f"{swarm.url.rstrip('/')}/s{index}"), max_size=swarm.max_size, extensions=extensions)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.out = bytearray()
@@ -71,9 +73,10 @@ class Swarm:
     that steps until :meth:`stop`; then hand it work with :meth:`call`.
     """
 
-    def __init__(self, url: str, max_size: int | None = 2**20) -> None:
+    def __init__(self, url: str, max_size: int | None = 2**20, deflate: bool = False) -> None:
         self.url = url
         self.max_size = max_size
+        self.deflate = deflate  # offer permessage-deflate (websockets' default offer)
         self.selector = selectors.DefaultSelector()
         self.clients: list[SwarmClient] = []
         self.on_message: Callable[[SwarmClient, str | bytes], Any] | None = None

@@ -1,5 +1,6 @@
 """A bounded soak (``bench/soak.py``): 1,000 clients at a time connect and
-disconnect in waves while the server publishes numbered messages."""
+disconnect in waves while the server publishes numbered messages, with
+and without permessage-deflate."""
 
 from __future__ import annotations
 
@@ -38,6 +39,20 @@ def test_soak_delivers_every_message_in_order_and_leaks_nothing():
     # time, sequence number). What the bytes may gain is one resize step
     # of the server's client dict and connection set (see bench/soak.py),
     # under 128 KiB for 1,000 connections at once.
+    assert result.after_blocks - result.baseline_blocks < 4 * 64 + 20
+    assert result.after_bytes - result.baseline_bytes < 128 * 1024
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_compressed_soak_delivers_in_order_and_leaves_no_zlib_state_behind():
+    """The same with permessage-deflate: each client's messages compressed
+    with its own context, so a connection that left without letting go of
+    its compressor (38 KiB) would show in the bytes at once."""
+    result = load_soak().soak(batch=500, waves=2, per_wave=60, deadline=120, deflate=True)
+    print(result.summary())
+    assert not result.problems, result.problems[:10]
+    assert result.connections == 1500 and result.deliveries_checked > 50_000
     assert result.after_blocks - result.baseline_blocks < 4 * 64 + 20
     assert result.after_bytes - result.baseline_bytes < 128 * 1024
 
