@@ -248,3 +248,42 @@ def test_the_handshake_answers_each_offer(server: Server, header: str, status: b
     assert head.split(b" ")[1] == status, head
     extensions = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"sec-websocket-extensions:")]
     assert extensions == ([answer] if answer else [])
+
+
+def test_close_after_a_large_compressed_send_delivers_everything_first(server: Server) -> None:
+    def on_message(client: Client, message: Message) -> None:
+        client.send(JSON * 2)
+        client.send("after")
+        client.close(1000, "bye")
+
+    server.on_message = on_message
+
+    def client() -> tuple[list[bytes], bytes]:
+        with open_websocket(server.get_local_ip(), extra=OFFER) as sock:
+            sock.sendall(client_frame(Opcode.TEXT, b"go"))
+            decompressor = zlib.decompressobj(-15)
+            messages = [read_message(sock, decompressor)[1] for _ in range(2)]
+            b0, payload = read_raw_frame(sock)
+            assert b0 == 0x88
+            return messages, payload
+
+    messages, close = run_client(server, client)
+    assert messages == [(JSON * 2).encode(), b"after"]
+    assert close == close_payload(1000, b"bye")
+
+
+def test_a_large_message_released_from_behind_a_fragmented_one_goes_out_by_itself(server: Server) -> None:
+    def on_message(client: Client, message: Message) -> None:
+        client.send_data(b"frag", opcode=Opcode.TEXT, fin=False)
+        client.send(JSON * 2)  # waits behind the fragmented message
+        client.send_data(b"mented", opcode=Opcode.CONTINUATION, fin=True)  # releases it, and nothing else is sent
+
+    server.on_message = on_message
+
+    def client() -> list[bytes]:
+        with open_websocket(server.get_local_ip(), extra=OFFER) as sock:
+            sock.sendall(client_frame(Opcode.TEXT, b"go"))
+            decompressor = zlib.decompressobj(-15)
+            return [read_message(sock, decompressor)[1] for _ in range(2)]
+
+    assert run_client(server, client) == [b"fragmented", (JSON * 2).encode()]

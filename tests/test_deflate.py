@@ -38,8 +38,20 @@ NEGOTIATION = [
     # (settings, offered header values, the answer or None for declined, (server, client) windows)
     (DEFAULT, ["permessage-deflate"], "permessage-deflate; client_no_context_takeover", (12, 15)),
     (DEFAULT, ["permessage-deflate; client_max_window_bits"], "permessage-deflate; client_no_context_takeover", (12, 15)),
-    (DEFAULT, ["permessage-deflate; client_max_window_bits=10"], "permessage-deflate; client_no_context_takeover", (12, 10)),
-    (DEFAULT, ["permessage-deflate; client_max_window_bits=8"], "permessage-deflate; client_no_context_takeover", (12, 9)),
+    # 7.1.2.2: without client_max_window_bits the answer would let the
+    # client use 15 bits, so the offered value is named back.
+    (
+        DEFAULT,
+        ["permessage-deflate; client_max_window_bits=10"],
+        "permessage-deflate; client_no_context_takeover; client_max_window_bits=10",
+        (12, 10),
+    ),
+    (
+        DEFAULT,
+        ["permessage-deflate; client_max_window_bits=8"],
+        "permessage-deflate; client_no_context_takeover; client_max_window_bits=8",
+        (12, 9),
+    ),
     (
         DEFAULT,
         ["permessage-deflate; server_no_context_takeover"],
@@ -99,7 +111,7 @@ NEGOTIATION = [
     (
         Compression(client_max_window_bits=11),
         ["permessage-deflate; client_max_window_bits=10"],
-        "permessage-deflate; client_no_context_takeover",
+        "permessage-deflate; client_no_context_takeover; client_max_window_bits=10",
         (12, 10),
     ),
     # 7.1.2.2: without client_max_window_bits in the offer the answer may not name it.
@@ -559,3 +571,73 @@ def test_a_small_frame_that_inflates_past_a_slice_goes_on_a_slice_per_call() -> 
     conn = server(max_message_size=1024 * 1024)
     events = receive(conn, frame)
     assert isinstance(events[-1], Failure) and events[-1].code == 1009
+
+
+def test_a_close_waits_for_the_message_being_compressed_and_those_behind_it() -> None:
+    conn = server()
+    conn.send_text(JSON * 3)
+    conn.send_text("after")
+    conn.send_close(1000, "bye")
+    assert not conn.can_send and conn.compressing
+    while conn.compressing:
+        conn.send_more()
+    frames = wire_frames(conn)
+    client = ZlibClient()
+    big, after = messages_of(frames)
+    assert client.read(big) == (Opcode.TEXT, (JSON * 3).encode()) and client.read(after) == (Opcode.TEXT, b"after")
+    assert frames[-1][0] == 0x88 and frames[-1][2:] == b"\x03\xe8bye"
+
+
+def test_the_answer_to_a_clients_close_follows_the_message_being_compressed() -> None:
+    conn = server()
+    conn.send_text(JSON * 3)
+    events = receive(conn, client_frame(Opcode.CLOSE, b"\x03\xe8"))
+    assert type(events[-1]).__name__ == "CloseReceived"
+    assert conn.state.value == "closing" and conn.compressing
+    assert receive(conn, client_frame(Opcode.TEXT, b"ignored")) == []  # nothing after a Close is read
+    while conn.compressing:
+        conn.send_more()
+    frames = wire_frames(conn)
+    assert ZlibClient().read(messages_of(frames)[0]) == (Opcode.TEXT, (JSON * 3).encode())
+    assert frames[-1] == b"\x88\x02\x03\xe8"
+    assert conn.state.value == "closed"
+
+
+def test_a_failure_while_a_close_waits_sends_the_failures_code() -> None:
+    conn = server()
+    conn.send_text(JSON * 3)
+    conn.send_close(1000)
+    wire_frames(conn)
+    events = receive(conn, client_frame(Opcode.TEXT, b"x", mask=None))
+    assert isinstance(events[-1], Failure)
+    (close,) = wire_frames(conn)
+    assert close[0] == 0x88 and close[2:4] == b"\x03\xea"  # 1002, not the 1000 that waited
+    assert conn.state.value == "closed" and not conn.compressing
+
+
+def test_an_idle_release_keeps_a_decompressor_in_the_middle_of_a_message() -> None:
+    data = ZlibClient().compress(JSON.encode())
+    half = len(data) // 2
+    for context in (False, True):
+        conn = server(Compression(client_no_context_takeover=not context))
+        assert receive(conn, client_frame(Opcode.TEXT, data[:half], fin=False, rsv=4)) == []
+        conn.release_idle_state()  # the driver found the client idle between two fragments
+        assert conn.deflate is not None and conn.deflate.holds_state
+        events = receive(conn, client_frame(Opcode.CONTINUATION, data[half:]))
+        assert [e.data for e in events] == [JSON]
+        conn.release_idle_state()
+        assert not conn.deflate.holds_state  # between messages it goes (with context, its window is kept as bytes)
+
+
+def test_data_after_a_final_block_is_ignored_however_it_arrives() -> None:
+    def finished(data: bytes) -> bytes:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        return compressor.compress(data) + compressor.flush(zlib.Z_FINISH)
+
+    frame = client_frame(Opcode.TEXT, finished(b"hello ") + ZlibClient().compress(b"world"), rsv=4)
+    whole = receive(server(), frame)
+    conn = server()
+    bytewise = [event for i in range(len(frame)) for event in receive(conn, frame[i : i + 1])]
+    assert [e.data for e in whole] == [e.data for e in bytewise] == ["hello "]
+    # and the stream goes on with the next message
+    assert [e.data for e in receive(conn, ZlibClient().frame(Opcode.TEXT, b"next"))] == ["next"]

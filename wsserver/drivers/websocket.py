@@ -183,6 +183,10 @@ class WebSocketDriver:
                 self._flush()  # the protocol's own answer (a pong, a Close) goes first
                 if isinstance(event, CloseReceived):
                     context.invoke(server.on_close, client, client, event.code, event.reason)
+                    if ws.state is State.CLOSING:
+                        # The answering Close waits behind a message still
+                        # being compressed: the client has close_timeout to take it.
+                        self._arm_close_timer()
                 elif isinstance(event, Failure):
                     context.report_error(client, ProtocolError(event.reason, event.code))
             if self.stream.closed:
@@ -266,11 +270,7 @@ class WebSocketDriver:
             self._overflow()
             return False
         ws.send_prepared(message)
-        self._flush()
-        if ws.deflate is not None:
-            if ws.compressing:
-                self.stream.request_turn()  # the next slice, in a later turn
-            self._watch_deflate_state(ws.deflate)
+        self._sent()
         return True
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool, rsv1: bool, rsv2: bool, rsv3: bool) -> bool:
@@ -281,21 +281,36 @@ class WebSocketDriver:
             self._overflow()
             return False
         self.ws.send_frame(opcode, payload, fin, rsv1, rsv2, rsv3)
-        self._flush()
+        self._sent()
         if self.ws.state is State.CLOSING:
             self._arm_close_timer()  # the application sent a Close frame itself
         return True
 
+    def _sent(self) -> None:
+        """After the application sent something: move it to the socket, and
+        have compression go on (a message sent, or released from behind a
+        fragmented one, may have started a large compressed one)."""
+        self._flush()
+        ws = self.ws
+        if ws.deflate is not None:
+            if ws.compressing:
+                self.stream.request_turn()  # the next slice, in a later turn
+            self._watch_deflate_state(ws.deflate)
+
     def _compress_more(self) -> None:
         """Compress the next slice of the large message being sent, once the
         socket has taken the slices before it (else ``write_drained`` comes
-        back here), and ask for a turn for the one after."""
+        back here), and ask for a turn for the one after. A Close frame
+        that waited for the message goes out after it."""
         stream = self.stream
         if stream.buffered_amount > stream.low_water or stream.is_closing:
             return
-        self.ws.send_more()
+        ws = self.ws
+        ws.send_more()
         self._flush()
-        if self.ws.compressing and stream.buffered_amount <= stream.low_water:
+        if ws.state is State.CLOSED:
+            self._close_stream()  # the Close frame that waited answered the client's
+        elif ws.compressing and stream.buffered_amount <= stream.low_water:
             stream.request_turn()
 
     def _watch_deflate_state(self, deflate: PerMessageDeflate) -> None:
@@ -312,7 +327,7 @@ class WebSocketDriver:
             self._deflate_timer = self.context.reactor.call_later(timeout, self._deflate_idle_check, deflate, timeout)
         else:
             self._deflate_timer = None
-            deflate.release()
+            self.ws.release_idle_state()
 
     def start_close(self, code: int, reason: str) -> None:
         """Send a Close frame and wait (at most ``close_timeout``) for the peer's."""

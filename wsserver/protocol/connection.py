@@ -310,6 +310,9 @@ class Connection:
         # its frames are queued.
         self._job: DeflateJob | None = None
         self._job_frames = 0
+        # A Close frame (code, reason) that waits for the compressed message
+        # under way, and the messages behind it, to be queued first.
+        self._close_pending: tuple[int | None, str] | None = None
         #: Bytes of whole messages not queued yet: held behind a fragmented
         #: message or a compressed one being sent, and (uncompressed) the
         #: compressed one.
@@ -679,9 +682,15 @@ class Connection:
         code, reason = parse_close_payload(payload)
         self.close_received = (code, reason)
         if self.state is State.OPEN:
-            # Section 5.5.1: answer a Close with a Close, echoing its code.
-            self._queue_close(None if code == CloseCode.NO_STATUS else code, "")
-        self._end()
+            # Section 5.5.1: answer a Close with a Close, echoing its code
+            # (after what was sent before it, as send_close does).
+            self.send_close(None if code == CloseCode.NO_STATUS else code, "")
+        if self._close_pending is not None:
+            # Our Close waits behind a compressed message still being sent:
+            # the handshake ends once it goes out (see send_more).
+            self._stop_parsing()
+        else:
+            self._end()
         return CloseReceived(code, reason)
 
     def _fail_on(self, exc: ProtocolError) -> Failure:
@@ -689,12 +698,22 @@ class Connection:
         self.fail(code, exc.reason)
         return Failure(code, exc.reason)
 
-    def _end(self) -> None:
-        """Closed: no more input is parsed, and what was received is let go."""
-        self.state = State.CLOSED
+    def release_idle_state(self) -> None:
+        """Let go of the zlib state kept between messages (the driver calls
+        it once the connection was idle): all of it but a decompressor that
+        is in the middle of a compressed message."""
+        if self.deflate is not None:
+            self.deflate.release(keep_decompressor=self._compressed)
+
+    def _stop_parsing(self) -> None:
         self._parsing = False
         self._input = bytearray()
         self._input_pos = 0
+
+    def _end(self) -> None:
+        """Closed: no more input is parsed, and what was received is let go."""
+        self.state = State.CLOSED
+        self._stop_parsing()
         self._release_buffer()
         self._assembled = 0
         self._text_parts = []
@@ -703,6 +722,7 @@ class Connection:
         self.work_pending = False
         self._held = []
         self._job = None
+        self._close_pending = None
         self.held_size = 0
         if self.deflate is not None:
             self.deflate.release()
@@ -763,6 +783,11 @@ class Connection:
         self._queue_job()
         if self._job is None:
             self._release_held()
+        if self._job is None and self._close_pending is not None:
+            self._queue_close(*self._close_pending)
+            self._close_pending = None
+            if self.close_received is not None:
+                self._end()  # the peer's Close came first: the handshake is complete
 
     def _send_message(self, message: PreparedMessage) -> None:
         deflate = self.deflate
@@ -879,19 +904,29 @@ class Connection:
 
     def send_close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake (``code=None`` sends a Close frame
-        without a code). Does nothing once a Close frame was sent."""
+        without a code). Does nothing once a Close frame was sent.
+
+        Nothing can be sent after it. Messages already sent go out before
+        the Close frame: while a large compressed message is still being
+        compressed (:attr:`compressing`), the Close frame waits for it and
+        for the messages behind it. Messages held behind an unfinished
+        fragmented message are dropped: that message cannot be finished.
+        """
         if self.state is not State.OPEN:
             return
-        self._queue_close(code, reason)
         self.state = State.CLOSING
+        if self._job is not None:
+            self._close_pending = (code, reason)
+            return
+        self._queue_close(code, reason)
         self._held = []
-        self._job = None
         self.held_size = 0
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection (RFC 6455 section 7.1.7): queue a Close frame
-        with ``code`` unless one was sent, and stop parsing input."""
-        if self.state is State.OPEN:
+        with ``code`` unless one was sent, and stop parsing input. (What
+        waits to be compressed or behind a fragmented message is dropped.)"""
+        if self.state is State.OPEN or self._close_pending is not None:
             self._queue_close(code, reason)
         self._end()
 

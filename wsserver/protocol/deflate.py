@@ -267,15 +267,17 @@ def _accept(compression: Compression, params: tuple[tuple[str, str | None], ...]
         # same or a smaller value; without it a smaller window needs no word.
         window = min(window, server_bits)
         response.append(f"server_max_window_bits={window}")
-    # The client compresses with the window it offered (15 when it named
-    # none), or a smaller one the answer asks for, which 7.1.2.2 allows only
-    # when the offer has client_max_window_bits. (At least 9: zlib's raw
-    # deflate makes an 8-bit window a 9-bit one.)
-    client_window = client_bits or 15
+    # 7.1.2.2: an answer without client_max_window_bits lets the client use
+    # a 15-bit window whatever it offered, and may name one only if the
+    # offer has the parameter, no larger than its value. So the answer
+    # names the smaller of the offer's value and the server's wish, and
+    # the server inflates with that (at least 9 bits: zlib's raw deflate
+    # makes an 8-bit window a 9-bit one).
+    client_window = 15
     wanted = compression.client_max_window_bits
-    if client_bits_offered and wanted is not None and wanted < client_window:
-        client_window = wanted
-        response.append(f"client_max_window_bits={wanted}")
+    if client_bits_offered and (client_bits is not None or wanted is not None):
+        client_window = min(client_bits or 15, wanted or 15)
+        response.append(f"client_max_window_bits={client_window}")
     return Agreement(
         response="; ".join(response),
         server_window_bits=window,
@@ -351,7 +353,7 @@ class PerMessageDeflate:
     the agreement says no context carries over, or on :meth:`release`.
     """
 
-    __slots__ = ("agreement", "threshold", "shared_key", "used", "_compressor", "_decompressor", "_window", "_recent")
+    __slots__ = ("agreement", "threshold", "shared_key", "used", "_compressor", "_decompressor", "_ended", "_window", "_recent")
 
     def __init__(self, agreement: Agreement) -> None:
         self.agreement = agreement
@@ -369,6 +371,8 @@ class PerMessageDeflate:
         self.used = False
         self._compressor: zlib._Compress | None = None
         self._decompressor: zlib._Decompress | None = None
+        # The client ended its deflate stream inside the current message.
+        self._ended = False
         # The last window of inflated text, kept only while the client may
         # refer back to it: a released decompressor is made again from it.
         self._window = 0 if agreement.client_no_context_takeover else 1 << agreement.client_window_bits
@@ -379,12 +383,16 @@ class PerMessageDeflate:
         """Whether zlib state is kept between messages (and :meth:`release` would free some)."""
         return self._compressor is not None or self._decompressor is not None
 
-    def release(self) -> None:
+    def release(self, keep_decompressor: bool = False) -> None:
         """Let the zlib state go. The next message makes it again: a new
         compressor refers to nothing sent before (the client's decompressor
-        does not mind), a new decompressor starts from the recent window."""
+        does not mind), a new decompressor starts from the recent window.
+        ``keep_decompressor`` keeps one that is inflating a message (a new
+        one could not take up a deflate stream in the middle)."""
         self._compressor = None
-        self._decompressor = None
+        if not keep_decompressor:
+            self._decompressor = None
+            self._ended = False
 
     # -- output ------------------------------------------------------------
 
@@ -424,6 +432,12 @@ class PerMessageDeflate:
         not deflate's.
         """
         self.used = True
+        if self._ended:
+            # A final block ended the client's deflate stream (7.2.3.3): the
+            # rest of the message is at most the tail appended here, and is
+            # ignored however it arrives.
+            del data[:]
+            return b""
         decompressor = self._decompressor
         if decompressor is None:
             bits = -self.agreement.client_window_bits
@@ -435,10 +449,10 @@ class PerMessageDeflate:
             raise ProtocolError(f"compressed data is invalid ({exc})") from None
         if decompressor.eof:
             # The client ended its deflate stream (a final block, 7.2.3.3):
-            # what follows is at most the tail appended here, and the next
-            # message starts a new stream, from the recent window.
+            # the next message starts a new one, from the recent window.
             del data[:]
             self._decompressor = None
+            self._ended = True
         else:
             del data[: len(data) - len(decompressor.unconsumed_tail)]
         if self._window and out:
@@ -447,5 +461,6 @@ class PerMessageDeflate:
 
     def message_inflated(self) -> None:
         """A compressed message was inflated to its end."""
+        self._ended = False
         if self.agreement.client_no_context_takeover:
             self._decompressor = None
