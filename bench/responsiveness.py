@@ -16,6 +16,8 @@ bounded in time and count) drives one scenario:
   deflate  1 MiB JSON-like text messages back to back, each echoed, with
            permessage-deflate negotiated (websockets' client, its defaults)
   connect  WebSocket connections opened and closed, 16 at a time (at most 5,000)
+  tls-small    small over wss:// (a self-signed certificate made for the run)
+  tls-connect  connect over wss://: a TLS handshake per connection
   burst    one raw connection pipelining masked 60-byte text frames as fast
            as the socket takes them (reading the echoes as they come)
 
@@ -41,12 +43,14 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TICK = 0.005
-SCENARIOS = ("idle", "small", "large", "deflate", "connect", "burst")
+SCENARIOS = ("idle", "small", "large", "deflate", "connect", "burst", "tls-small", "tls-connect")
+# Where a TLS scenario keeps its certificate: the GUI process makes it, the load trusts it.
+TLS_CERT_ENV = "BENCH_TLS_CERT"
 
 # -- the load process -----------------------------------------------------------
 
 
-async def load_small(url: str, seconds: float) -> dict[str, Any]:
+async def load_small(url: str, seconds: float, tls: bool = False) -> dict[str, Any]:
     """The raw-socket load client of throughput.py (precomputed masked frames,
     so that the load, not the client, sets the pace): 64-byte text
     messages, 50 connections, 10 in flight on each."""
@@ -54,7 +58,7 @@ async def load_small(url: str, seconds: float) -> dict[str, Any]:
     import throughput
 
     port = int(url.rsplit(":", 1)[1].strip("/"))
-    scenario = throughput.Scenario("small", 64, text="ascii", connections=50, window=10)
+    scenario = throughput.Scenario("small", 64, text="ascii", connections=50, window=10, tls=tls)
     result = throughput.run_load(port, os.getppid(), scenario, seconds, 0.0)
     return {"messages": result["messages"], "seconds": result["seconds"]}
 
@@ -93,16 +97,19 @@ async def load_deflate(url: str, seconds: float, size: int = 2**20, limit: int =
 
 
 async def load_connect(url: str, seconds: float, total: int = 5000, parallel: int = 16) -> dict[str, Any]:
+    import ssl
+
     from websockets.asyncio.client import connect
 
     done = 0
     started = time.monotonic()
+    context = ssl.create_default_context(cafile=os.environ[TLS_CERT_ENV]) if url.startswith("wss:") else None
 
     async def worker() -> None:
         nonlocal done
         while done < total and time.monotonic() - started < seconds:
             done += 1
-            async with connect(url, compression=None):
+            async with connect(url, compression=None, ssl=context):
                 pass
 
     await asyncio.gather(*(worker() for _ in range(parallel)))
@@ -132,7 +139,16 @@ async def load_burst(url: str, seconds: float) -> dict[str, Any]:
 
 
 def run_load(scenario: str, url: str, seconds: float) -> None:
-    load = {"small": load_small, "large": load_large, "deflate": load_deflate, "connect": load_connect, "idle": load_idle, "burst": load_burst}[scenario]
+    load = {
+        "small": load_small,
+        "large": load_large,
+        "deflate": load_deflate,
+        "connect": load_connect,
+        "idle": load_idle,
+        "burst": load_burst,
+        "tls-small": lambda url, seconds: load_small(url, seconds, tls=True),
+        "tls-connect": load_connect,
+    }[scenario]
     result = asyncio.run(load(url, seconds))
     print(json.dumps(result), flush=True)
 
@@ -164,7 +180,12 @@ def measure(scenario: str, seconds: float) -> dict[str, Any]:
     from wsserver.adapters import tk as tk_adapter
 
     root = tkinter.Tk()
-    server = wsserver.Server(max_message_size=16 * 2**20)
+    ssl_context = None
+    if scenario.startswith("tls"):
+        from wsserver.tls import self_signed_context
+
+        ssl_context = self_signed_context(["127.0.0.1"], certfile=os.environ[TLS_CERT_ENV])
+    server = wsserver.Server(max_message_size=16 * 2**20, ssl_context=ssl_context)
     server.on_message = lambda client, message: client.send(message.data)
     server.start("127.0.0.1", 0)
 
@@ -294,6 +315,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             "deflate": "1 MiB compressed messages/s echoed",
             "connect": "connections/s",
             "burst": "messages/s echoed (one client)",
+            "tls-small": "messages/s echoed over TLS",
+            "tls-connect": "TLS connections/s",
         }[row["scenario"]]
         extra = f" ({row['mib_per_s']:.0f} MiB/s each way)" if "mib_per_s" in row else ""
         lines.append(
@@ -322,7 +345,10 @@ def main() -> int:
     from xvfb import Xvfb
 
     rows = []
-    with Xvfb():
+    import tempfile
+
+    with Xvfb(), tempfile.TemporaryDirectory() as folder:
+        os.environ[TLS_CERT_ENV] = os.path.join(folder, "cert.pem")  # inherited by the load processes
         for scenario in args.scenarios or SCENARIOS:
             row = measure(scenario, args.seconds)
             print(json.dumps(row), flush=True)

@@ -40,7 +40,10 @@ message; ``deflate-publish-shared`` also offers
 ``server_no_context_takeover``, with which a server can compress a
 broadcast once for all. The client inflates and checks each connection's
 first answer and counts the others by their frame headers. Only servers
-that negotiate it (wsserver, websockets) run them. msgs/s counts echoed (or
+that negotiate it (wsserver, websockets) run them. ``tls-echo-64t`` and
+``tls-echo-64k`` are ``echo-64t`` and ``echo-64k`` over TLS (``wss://``, a
+self-signed certificate made per run; wsserver and websockets run them).
+msgs/s counts echoed (or
 delivered) messages, or connections; MB/s is payload bytes per second in
 one direction (10^6 bytes). "server µs/msg" is the CPU time the server
 process spent per unit of work: on a shared machine it moves less than
@@ -62,12 +65,16 @@ import os
 import select
 import selectors
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HOST = "127.0.0.1"
+# "Not now" from a non-blocking socket, plain or TLS.
+_AGAIN = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 BIG_LIMIT = 64 * 1024 * 1024  # message size and write-buffer limits given to every server
 
@@ -85,6 +92,7 @@ class Scenario:
     broadcast: bool = False
     connect: bool = False  # each unit is a connection: open, handshake, Close, gone
     deflate: str | None = None  # the permessage-deflate offer: messages compressed both ways
+    tls: bool = False  # over wss://
 
     @property
     def unit(self) -> str:
@@ -115,7 +123,28 @@ SCENARIOS = [
     Scenario("deflate-1m", 1024 * 1024, text="json", connections=1, window=1, deflate=CONTEXT),
     Scenario("deflate-publish", 1024, text="json", connections=100, window=8, broadcast=True, deflate=CONTEXT),
     Scenario("deflate-publish-shared", 1024, text="json", connections=100, window=8, broadcast=True, deflate=NO_CONTEXT),
+    Scenario("tls-echo-64t", 64, text="ascii", connections=50, window=10, tls=True),
+    Scenario("tls-echo-64k", 64 * 1024, connections=4, window=4, tls=True),
 ]
+
+# Where a TLS run keeps its certificate: the server makes it, the load trusts it.
+TLS_CERT_ENV = "BENCH_TLS_CERT"
+
+
+def tls_server_context():
+    """The server's context for a TLS scenario: a self-signed certificate,
+    written to $BENCH_TLS_CERT for the load client to trust."""
+    from wsserver.tls import self_signed_context
+
+    return self_signed_context([HOST], certfile=os.environ[TLS_CERT_ENV])
+
+
+def tls_client_socket(sock: socket.socket):
+    """``sock`` with TLS on it, trusting the run's certificate (blocking handshake)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=os.environ[TLS_CERT_ENV])
+    return context.wrap_socket(sock, server_hostname=HOST)
 
 # The scenarios of the CPU-ratio table (wsserver against websockets with its
 # C speedups, the default install), with the ratio each must reach.
@@ -388,6 +417,8 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
     for _ in range(scenario.connections):
         sock = socket.create_connection((HOST, port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if scenario.tls:
+            sock = tls_client_socket(sock)
         request, accept = handshake_request(port, extensions=scenario.deflate)
         sock.sendall(request)
         head = b""
@@ -471,7 +502,7 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
             if events & selectors.EVENT_READ:
                 try:
                     n = conn.sock.recv_into(buf)
-                except BlockingIOError:
+                except _AGAIN:
                     n = -1
                 if n == 0:
                     raise RuntimeError("server closed the connection")
@@ -507,7 +538,7 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
                         conn.view = memoryview(batch)[: k * len(frame)]
                     try:
                         sent = conn.sock.send(conn.view)
-                    except BlockingIOError:
+                    except _AGAIN:
                         break
                     conn.view = conn.view[sent:] if sent < len(conn.view) else None
                     if conn.view is not None:
@@ -535,10 +566,15 @@ def run_load(port: int, server_pid: int, scenario: Scenario, duration: float, wa
 # the servers (each runs in its own process: ``throughput.py serve NAME``)
 
 
-def serve_wsserver(port_out, broadcast: bool, pump: str) -> None:
+def serve_wsserver(port_out, broadcast: bool, pump: str, tls: bool = False) -> None:
     import wsserver
 
-    server = wsserver.Server(max_message_size=BIG_LIMIT, write_limit=BIG_LIMIT, heartbeat_interval=None)
+    server = wsserver.Server(
+        max_message_size=BIG_LIMIT,
+        write_limit=BIG_LIMIT,
+        heartbeat_interval=None,
+        ssl_context=tls_server_context() if tls else None,
+    )
     if broadcast:
         server.on_message = lambda client, message: server.publish(message.data)
     else:
@@ -552,7 +588,7 @@ def serve_wsserver(port_out, broadcast: bool, pump: str) -> None:
             server.poll(0.05)
 
 
-def serve_websockets_asyncio(port_out, broadcast: bool, deflate: bool = False) -> None:
+def serve_websockets_asyncio(port_out, broadcast: bool, deflate: bool = False, tls: bool = False) -> None:
     import asyncio
 
     import websockets
@@ -573,7 +609,8 @@ def serve_websockets_asyncio(port_out, broadcast: bool, deflate: bool = False) -
 
     async def main():
         compression = "deflate" if deflate else None
-        async with serve(handler, HOST, 0, max_size=BIG_LIMIT, compression=compression, ping_interval=None) as server:
+        ssl_context = tls_server_context() if tls else None
+        async with serve(handler, HOST, 0, max_size=BIG_LIMIT, compression=compression, ping_interval=None, ssl=ssl_context) as server:
             port_out(server.sockets[0].getsockname()[1])
             await asyncio.Future()
 
@@ -841,14 +878,14 @@ def serve_null(port_out, broadcast: bool, in_len: int, out_frame: bytes, close_a
 
 
 SERVERS = {
-    "wsserver": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
+    "wsserver": ("wsserver", lambda out, b, s: serve_wsserver(out, b, "forever", s.tls)),
     "wsserver-poll": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "poll")),
     # wsserver without its optional accelerator (numpy), as installed without the speedups extra.
-    "wsserver-pure": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
+    "wsserver-pure": ("wsserver", lambda out, b, s: serve_wsserver(out, b, "forever", s.tls)),
     # wsserver from another checkout (--base DIR), to measure a change.
     "wsserver-base": ("wsserver", lambda out, b, _: serve_wsserver(out, b, "forever")),
-    "websockets-asyncio": ("websockets", lambda out, b, s: serve_websockets_asyncio(out, b, s.deflate)),
-    "websockets-asyncio-pure": ("websockets", lambda out, b, s: serve_websockets_asyncio(out, b, s.deflate)),
+    "websockets-asyncio": ("websockets", lambda out, b, s: serve_websockets_asyncio(out, b, bool(s.deflate), s.tls)),
+    "websockets-asyncio-pure": ("websockets", lambda out, b, s: serve_websockets_asyncio(out, b, bool(s.deflate), s.tls)),
     "websockets-sync": ("websockets", lambda out, b, _: serve_websockets_sync(out, b)),
     "websockets-sync-pure": ("websockets", lambda out, b, _: serve_websockets_sync(out, b)),
     "wsproto": ("wsproto", lambda out, b, _: serve_wsproto(out, b)),
@@ -911,12 +948,14 @@ def _available(name: str) -> bool:
 
 def run_one(name: str, scenario: Scenario, duration: float, warmup: float, verbose: bool = False, base: str | None = None) -> dict:
     here = os.path.abspath(__file__)
+    folder = tempfile.TemporaryDirectory()
+    cert = {TLS_CERT_ENV: os.path.join(folder.name, "cert.pem")}
     server = subprocess.Popen(
         [sys.executable, here, "serve", name, scenario.name],
         stdout=subprocess.PIPE,
         stderr=None if verbose else subprocess.DEVNULL,
         text=True,
-        env=_server_environment(name, base),
+        env={**_server_environment(name, base), **cert},
     )
     try:
         if not select.select([server.stdout], [], [], 30)[0]:
@@ -930,6 +969,7 @@ def run_one(name: str, scenario: Scenario, duration: float, warmup: float, verbo
             capture_output=True,
             text=True,
             timeout=duration + warmup + 120,
+            env={**os.environ, **cert},
         )
         if load.returncode != 0:
             raise RuntimeError(load.stderr.strip().splitlines()[-1] if load.stderr.strip() else "load failed")
@@ -937,6 +977,7 @@ def run_one(name: str, scenario: Scenario, duration: float, warmup: float, verbo
     finally:
         server.kill()
         server.wait()
+        folder.cleanup()
 
 
 def fmt_rate(value: float) -> str:

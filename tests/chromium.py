@@ -44,10 +44,10 @@ FLAGS = [
 class Chromium:
     """One headless browser process and a CDP connection to it."""
 
-    def __init__(self, profile: Path, timeout: float) -> None:
+    def __init__(self, profile: Path, timeout: float, flags: tuple[str, ...] = ()) -> None:
         self.timeout = timeout
         self.process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            [CHROMIUM, *FLAGS, *flags, f"--user-data-dir={profile}", "about:blank"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import ssl
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ def start(*args: str) -> tuple[subprocess.Popen, str]:
     )
     assert process.stdout is not None
     line = process.stdout.readline()  # blocks until the server printed its URL
-    if not line.startswith("WebSocket: ws://"):
+    if not line.startswith(("WebSocket: ws://", "WebSocket: wss://")):
         process.kill()
         pytest.fail(f"unexpected first line {line!r}: {process.stderr.read() if process.stderr else ''}")
     return process, line.split()[-1]
@@ -55,6 +56,25 @@ def test_compression_is_negotiated_unless_turned_off(args: tuple[str, ...], nego
             assert ws.recv(timeout=DEADLINE) == "x" * 1000
     finally:
         assert stop(process) == 0
+
+
+def test_tls_with_a_certificate_file(tmp_path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    pem = tmp_path / "server.pem"  # key and chain in one file
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    process, url = start("--certfile", str(pem))
+    try:
+        assert url.startswith("wss://127.0.0.1:")
+        with connect(url, ssl=trusting) as ws:
+            ws.send("over TLS")
+            assert ws.recv(timeout=DEADLINE) == "over TLS"
+    finally:
+        assert stop(process) == 0
+    missing = subprocess.run([sys.executable, "-m", "wsserver", "--certfile", str(tmp_path / "nope.pem")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "cannot load the certificate" in missing.stderr
 
 
 def test_broadcast_relays_to_every_client() -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import Client, Message, Server
 from .protocol import DEFAULT_COMPRESSION
+from .tls import server_context
 
 #: The built-in chat/echo page, served when no ``--root`` is given.
 BUILTIN_ROOT = Path(__file__).with_name("static")
@@ -29,8 +31,15 @@ def build_server(
     allowed_hosts: list[str] | None = None,
     origins: list[str] | None = None,
     compression: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Server:
-    server = Server(root=root, allowed_hosts=allowed_hosts, origins=origins, compression=DEFAULT_COMPRESSION if compression else None)
+    server = Server(
+        root=root,
+        allowed_hosts=allowed_hosts,
+        origins=origins,
+        compression=DEFAULT_COMPRESSION if compression else None,
+        ssl_context=ssl_context,
+    )
     log = logging.getLogger("wsserver.demo")
 
     def on_open(client: Client) -> None:
@@ -66,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also let pages of this origin open a WebSocket (the server's own page always may); '*' for any; repeatable",
     )
     parser.add_argument("--no-compression", action="store_true", help="decline permessage-deflate (negotiated by default)")
+    parser.add_argument("--certfile", metavar="FILE", help="serve wss:// and https:// with this certificate (PEM, chain first)")
+    parser.add_argument("--keyfile", metavar="FILE", help="the certificate's private key (default: in --certfile)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -73,12 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.root is not None and not Path(args.root).is_dir():
         print(f"--root {args.root}: not a directory", file=sys.stderr)
         return 2
+    ssl_context = None
+    if args.certfile is not None:
+        try:
+            ssl_context = server_context(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"cannot load the certificate: {exc}", file=sys.stderr)
+            return 2
+    elif args.keyfile is not None:
+        print("--keyfile needs --certfile", file=sys.stderr)
+        return 2
     server = build_server(
         args.broadcast,
         args.root if args.root is not None else BUILTIN_ROOT,
         allowed_hosts=_any_or(args.allowed_hosts),
         origins=_any_or(args.origins),
         compression=not args.no_compression,
+        ssl_context=ssl_context,
     )
     try:
         server.start(args.host, args.port)

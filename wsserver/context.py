@@ -159,8 +159,16 @@ class ServerContext:
 
     # -- addresses ---------------------------------------------------------
 
+    @property
+    def secure(self) -> bool:
+        """Whether the server speaks TLS (``wss://`` and ``https://``)."""
+        return self.server.ssl_context is not None
+
     def url(self, scheme: str, path: str = "", use_lan_ip: bool = False) -> str | None:
-        """The server's URL with ``scheme``, or None if it is not listening."""
+        """The server's URL with ``scheme`` (``"ws"`` or ``"http"``, made
+        ``"wss"`` or ``"https"`` under TLS), or None if it is not listening."""
+        if self.secure:
+            scheme += "s"
         local = self.server.get_local_ip()
         return None if local is None else format_url(scheme, local, path, use_lan_ip)
 

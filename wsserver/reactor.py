@@ -32,6 +32,7 @@ import itertools
 import logging
 import math
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, Union
@@ -42,7 +43,18 @@ __all__ = ["Reactor", "Stream", "StreamHandler", "Timer", "Listener"]
 
 logger = logging.getLogger("wsserver")
 
-_TRY_AGAIN = (BlockingIOError, InterruptedError)
+# "Not now": a non-blocking socket, or a TLS one that needs more bytes from
+# the peer or room in the kernel's buffer to go on.
+_TRY_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+# The kinds of failed TLS handshake already logged (one line each).
+_tls_failures_logged: set[str] = set()
+
+_PLAIN_HTTP_BODY = b"This port speaks TLS: use https:// (or wss://).\n"
+_PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY)
+)
 
 # Bytes objects up to this size are queued as they are: a partial send
 # copies what is left of one, which costs less than a view per buffer.
@@ -130,6 +142,15 @@ class Stream:
     batch of small messages costs one ``send`` instead of one per message;
     once ``low_water`` bytes are gathered they are sent at once, as outside
     an event.
+
+    **TLS.** Given an :class:`ssl.SSLSocket` made with
+    ``do_handshake_on_connect=False``, the stream first drives the TLS
+    handshake, one ``do_handshake()`` per readiness event, watching for
+    whichever of readable or writable it asks for; the handler hears nothing
+    until it is done, and what is written meanwhile waits. Then reads and
+    writes go through the TLS layer; a read that returned data is followed
+    by another in the same step, since TLS may hold decrypted bytes that the
+    kernel no longer signals (``pending()``).
     """
 
     def __init__(self, reactor: Reactor, sock: socket.socket, handler: StreamHandler | None = None) -> None:
@@ -149,6 +170,8 @@ class Stream:
         self.low_water = reactor.write_slice
         self._above_low_water = False
         self._send_deferred = False  # queued in the reactor's list of streams to flush
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._handshaking = self._tls
         reactor.poller.watch(sock, self._events, self)
 
     @property
@@ -201,7 +224,7 @@ class Stream:
         """Hand the kernel what it takes now; watch for writability if some
         is left. (The reactor calls it for gathered writes.)"""
         self._send_deferred = False
-        if self._closed or not self._out:
+        if self._closed or not self._out or self._handshaking:
             return
         self._flush()
         if self._out:
@@ -233,6 +256,8 @@ class Stream:
         if not self._closing:
             self._reading = True
             self._watch(READ, True)
+            if self._tls and not self._handshaking and self.socket.pending():  # type: ignore[attr-defined]
+                self.reactor.request_turn(self)  # decrypted bytes the kernel will not signal
 
     def request_turn(self) -> None:
         """Have the handler's :meth:`~StreamHandler.turn` called when this
@@ -244,14 +269,60 @@ class Stream:
 
     def on_ready(self, mask: int) -> bool:
         """Serve one readiness event; return whether more work is likely waiting."""
+        if self._handshaking:
+            return self._handshake()
         more = False
         if mask & TURN and not self._closed:
             self._notify("turn")
+            if self._tls and not self._closed and self.socket.pending():  # type: ignore[attr-defined]
+                mask |= READ
         if mask & WRITE and self._out:
             more = self._flush()
         if mask & READ and self._reading and not self._closing:
             more = self._read() or more
         return more
+
+    def _handshake(self) -> bool:
+        """One step of the TLS handshake; on success, what waited is sent
+        and the input that came with the handshake is read."""
+        sock = self.socket
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch_only(READ)
+            return False
+        except ssl.SSLWantWriteError:
+            self._watch_only(WRITE)
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            # Not TLS (plain HTTP on the TLS port), an untrusted or wrong
+            # certificate on the client's side, a peer that went away: the
+            # connection ends; the rest are not disturbed.
+            kind = getattr(exc, "reason", None) or type(exc).__name__
+            if kind not in _tls_failures_logged:
+                _tls_failures_logged.add(kind)
+                logger.warning("TLS handshake failed (%s) from %s: %s; further failures of this kind are not logged", kind, self.peer_address, exc)
+            if kind == "HTTP_REQUEST":
+                # Plain HTTP on the TLS port: say so in plain HTTP, so that
+                # whoever typed http:// reads why, and close gracefully.
+                self.socket = socket.socket(fileno=sock.detach())
+                self._tls = self._handshaking = False
+                self.write(_PLAIN_HTTP_ANSWER)
+                self.close()
+            else:
+                self.abort(exc)
+            return False
+        self._handshaking = False
+        self._watch_only(READ if self._reading else 0)
+        if self._out:
+            self.send_now()
+        return self._reading  # the client's first request may have come with its last handshake message
+
+    def _watch_only(self, events: int) -> None:
+        if not self._closed and events != self._events:
+            self._events = events
+            self.reactor.poller.watch(self.socket, events, self)
 
     def _read(self) -> bool:
         reactor = self.reactor
@@ -269,7 +340,9 @@ class Stream:
                 self.close()
             return False
         self._notify("data_received", reactor.read_view[:n])
-        return n == len(reactor.read_buffer) and self._reading
+        # TLS hands out a record (16 KiB at most) per read: read again at
+        # once while it gives data, whether or not the kernel signals more.
+        return (self._tls or n == len(reactor.read_buffer)) and self._reading
 
     def _flush(self) -> bool:
         """Send one slice of the buffer; return whether the socket may take more now."""
@@ -322,12 +395,8 @@ class Stream:
         return joined
 
     def _watch(self, event: int, on: bool) -> None:
-        if self._closed:
-            return
-        events = (self._events | event) if on else (self._events & ~event)
-        if events != self._events:
-            self._events = events
-            self.reactor.poller.watch(self.socket, events, self)
+        if not self._handshaking:  # the handshake chooses its own events
+            self._watch_only((self._events | event) if on else (self._events & ~event))
 
     def _finish(self, exc: BaseException | None, graceful: bool) -> None:
         if self._closed:
@@ -336,6 +405,11 @@ class Stream:
         self._out = None
         self.buffered_amount = 0
         self.reactor.forget(self.socket, self)
+        if graceful and self._tls and not self._handshaking:
+            try:
+                self.socket.unwrap()  # type: ignore[attr-defined]  # sends close_notify; the peer's is not awaited
+            except (ssl.SSLError, OSError, ValueError):
+                pass
         if graceful:
             self.reactor.linger(self.socket)
         else:

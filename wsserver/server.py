@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import warnings
 from collections.abc import Callable, Collection
 from threading import get_ident
@@ -113,6 +114,10 @@ class Server:
         clients that offer it (every browser does): see
         :class:`~wsserver.protocol.deflate.Compression` for the settings and
         their memory; None declines it.
+    :param ssl_context: serve ``wss://`` and ``https://`` on the port with
+        this server-side :class:`ssl.SSLContext` (see :mod:`wsserver.tls`
+        for a self-signed one); ``start(..., ssl_context=...)`` sets it too.
+        The TLS handshake is driven a step at a time inside :meth:`poll`.
     :param poll_budget: seconds of work one :meth:`poll` does at most.
     :param root: the document root that ``http_server`` serves files from
         (see :class:`~wsserver.http.server.HttpServer`); None for none.
@@ -144,6 +149,7 @@ class Server:
         origins: str | Collection[str | None] | None = None,
         allowed_hosts: str | Collection[str] | None = None,
         compression: Compression | None = DEFAULT_COMPRESSION,
+        ssl_context: ssl.SSLContext | None = None,
         poll_budget: float = 0.002,
         root: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -170,6 +176,7 @@ class Server:
         self.origins = origins
         self.allowed_hosts = allowed_hosts
         self.compression = compression
+        self.ssl_context = ssl_context
 
         self.on_open: Callable[[Client], Any] | None = None
         self.on_message: Callable[[Client, Message], Any] | None = None
@@ -193,14 +200,17 @@ class Server:
 
     # -- life cycle ------------------------------------------------------
 
-    def start(self, host: str = "127.0.0.1", port: int = 0, backlog: int = 128) -> None:
+    def start(self, host: str = "127.0.0.1", port: int = 0, backlog: int = 128, ssl_context: ssl.SSLContext | None = None) -> None:
         """Listen on ``host``:``port``; port 0 picks a free one. Raises ``OSError``.
 
         The default host is loopback: ``"0.0.0.0"`` or ``"::"`` exposes the
-        server to the network (see ``origins``).
+        server to the network (see ``origins``). ``ssl_context`` serves
+        ``wss://`` and ``https://`` (as ``Server(ssl_context=...)``).
         """
         if self._listener is not None:
             raise RuntimeError("server already started")
+        if ssl_context is not None:
+            self.ssl_context = ssl_context
         if self.reactor.closed:
             raise RuntimeError("server was shut down")
         self._owner = get_ident()
@@ -499,7 +509,14 @@ class Server:
 
     def _accept(self, sock: socket.socket, address: Any) -> None:
         context = self._context
-        if len(context.connections) >= self.max_connections or context.stopping:
+        full = len(context.connections) >= self.max_connections or context.stopping
+        if self.ssl_context is not None:
+            if full:
+                # A 503 would cost a TLS handshake, when the server is full.
+                sock.close()
+                return
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        if full:
             refusal = Stream(self.reactor, sock)
             refusal.write(render_head(503, [("Content-Length", "0"), ("Connection", "close"), ("Retry-After", "1")]))
             refusal.close()

@@ -148,6 +148,12 @@ class RequestParser:
             del buf[:2]
         end = buf.find(b"\r\n\r\n", self._scan_from)
         if end < 0:
+            # A request starts with a method, a token (or with an empty
+            # line): a first byte that cannot start one is no HTTP (a TLS
+            # ClientHello on the plain port, say), answered at once instead
+            # of when the handshake timeout ends the wait for a whole line.
+            if buf and not _TOKEN.match(buf, 0, 1) and buf[0] != 0x0D:
+                raise HttpError(400, "not an HTTP request (TLS to a plain-HTTP port?)")
             self._scan_from = max(0, len(buf) - 3)
             line_end = buf.find(b"\r\n")
             # One byte of slack: a line of exactly the limit may have its

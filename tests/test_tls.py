@@ -1,0 +1,314 @@
+"""TLS: ``wss://`` and ``https://`` on one port, with real clients.
+
+Certificates come from ``trustme`` (a throwaway CA made per test session);
+``wsserver.tls.self_signed_context`` makes its own. The handshake runs a
+step at a time inside ``poll()``: a client that stalls half-way is dropped
+by ``handshake_timeout``, plain HTTP on the TLS port fails cleanly, and a
+storm of TLS clients leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import http.client
+import logging
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect
+
+from chromium import AVAILABLE, Chromium
+from conftest import DEADLINE, Recorder, pump_until, run_client
+from wsserver import Client, Message, Server
+
+trustme = pytest.importorskip("trustme")
+
+
+@pytest.fixture(scope="module")
+def ca() -> Any:
+    return trustme.CA(key_type=trustme.KeyType.ECDSA)
+
+
+@pytest.fixture(scope="module")
+def server_ssl(ca: Any) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.ECDSA).configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_ssl(ca: Any) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+def tls_server(server_ssl: ssl.SSLContext, tmp_path: Path) -> Any:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!doctype html><title>tls</title><p>served over TLS</p>\n")
+    server = Server(ssl_context=server_ssl, root=site)
+    server.start("127.0.0.1", 0)
+    yield server
+    server.shutdown()
+
+
+def test_urls_say_wss_and_https(tls_server: Server) -> None:
+    port = tls_server.get_local_ip()[1]
+    assert tls_server.get_url("chat") == f"wss://127.0.0.1:{port}/chat"
+    assert tls_server.http_server.get_url() == f"https://127.0.0.1:{port}/"
+
+
+def test_websockets_client_echo_and_publish_over_wss(tls_server: Server, client_ssl: ssl.SSLContext) -> None:
+    recorder = Recorder(tls_server)
+
+    def on_message(client: Client, message: Message) -> None:
+        recorder.messages.append((client, message))
+        if message.data == "publish":
+            tls_server.publish("to all")
+        else:
+            client.send(message.data)
+
+    tls_server.on_message = on_message
+
+    def client() -> list[Any]:
+        url = tls_server.get_url()
+        with connect(url, ssl=client_ssl, max_size=None) as first, connect(url, ssl=client_ssl) as second:
+            first.send("hello")
+            big = os.urandom(3 * 1024 * 1024)
+            first.send(big)
+            replies = [first.recv(), first.recv() == big]
+            second.send("publish")
+            return replies + [first.recv(), second.recv()]
+
+    assert run_client(tls_server, client) == ["hello", True, "to all", "to all"]
+    pump_until(tls_server, recorder.all_closed)
+    recorder.check_invariants()
+
+
+def test_https_page_with_keep_alive_and_a_range(tls_server: Server, client_ssl: ssl.SSLContext) -> None:
+    def client() -> list[Any]:
+        connection = http.client.HTTPSConnection("127.0.0.1", tls_server.get_local_ip()[1], context=client_ssl, timeout=DEADLINE)
+        connection.request("GET", "/")
+        first = connection.getresponse()
+        page = first.read()
+        sock = connection.sock
+        connection.request("GET", "/index.html", headers={"Range": "bytes=0-14"})
+        second = connection.getresponse()
+        part = second.read()
+        same = connection.sock is sock  # kept alive: the same TLS connection
+        connection.close()
+        return [first.status, b"served over TLS" in page, second.status, part, same]
+
+    assert run_client(tls_server, client) == [200, True, 206, b"<!doctype html>", True]
+
+
+def test_plain_http_and_plain_ws_on_the_tls_port_fail_cleanly(
+    tls_server: Server, client_ssl: ssl.SSLContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    Recorder(tls_server, echo=True)
+    caplog.set_level(logging.WARNING, logger="wsserver")
+
+    def plain_http() -> bytes:
+        with socket.create_connection(tls_server.get_local_ip(), timeout=DEADLINE) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            return data
+
+    def plain_ws() -> str:
+        try:
+            with connect(tls_server.get_url().replace("wss://", "ws://"), open_timeout=DEADLINE):
+                return "connected"
+        except Exception as exc:  # the server ends the connection
+            return type(exc).__name__
+
+    def secure_ws() -> str:
+        with connect(tls_server.get_url(), ssl=client_ssl) as ws:
+            ws.send("still fine")
+            return str(ws.recv())
+
+    for _ in range(3):
+        answer = run_client(tls_server, plain_http)
+        assert answer.startswith(b"HTTP/1.1 400 ") and answer.endswith(b"use https:// (or wss://).\n")
+    assert run_client(tls_server, plain_ws) != "connected"
+    assert run_client(tls_server, secure_ws) == "still fine"
+    failures = [r for r in caplog.records if "TLS handshake failed" in r.getMessage()]
+    assert len(failures) <= 2, [r.getMessage() for r in failures]  # one line per kind, not one per connection
+
+
+def test_a_tls_client_on_a_plain_port_gets_the_400(server: Server, client_ssl: ssl.SSLContext) -> None:
+    def tls_hello() -> bytes:
+        with socket.create_connection(server.get_local_ip(), timeout=DEADLINE) as sock:
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = client_ssl.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+            with pytest.raises(ssl.SSLWantReadError):
+                tls.do_handshake()
+            sock.sendall(outgoing.read())  # a ClientHello
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            return data
+
+    assert run_client(server, tls_hello).startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_handshake_that_stalls_half_way_is_dropped_on_time(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> None:
+    server = Server(ssl_context=server_ssl, handshake_timeout=0.3)
+    server.start("127.0.0.1", 0)
+    try:
+
+        def stall() -> bytes:
+            with socket.create_connection(server.get_local_ip(), timeout=DEADLINE) as sock:
+                incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+                tls = client_ssl.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+                with pytest.raises(ssl.SSLWantReadError):
+                    tls.do_handshake()
+                hello = outgoing.read()
+                sock.sendall(hello[: len(hello) // 2])  # and then nothing
+                data = b""
+                try:
+                    while chunk := sock.recv(4096):
+                        data += chunk
+                except ConnectionResetError:
+                    pass
+                return data
+
+        assert run_client(server, stall) == b""  # closed by the server
+        pump_until(server, lambda: server.connection_count() == 0)
+    finally:
+        server.shutdown()
+
+
+def test_a_client_that_rejects_the_certificate_disturbs_no_one(tls_server: Server, client_ssl: ssl.SSLContext) -> None:
+    Recorder(tls_server, echo=True)
+    untrusting = ssl.create_default_context()  # does not know the test CA
+
+    def rejecting() -> str:
+        try:
+            with connect(tls_server.get_url(), ssl=untrusting, open_timeout=DEADLINE):
+                return "connected"
+        except ssl.SSLCertVerificationError:
+            return "rejected"
+
+    def trusting() -> str:
+        with connect(tls_server.get_url(), ssl=client_ssl) as ws:
+            ws.send("fine")
+            return str(ws.recv())
+
+    assert run_client(tls_server, rejecting) == "rejected"
+    assert run_client(tls_server, trusting) == "fine"
+
+
+def _descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_storm_of_1000_tls_clients_leaves_nothing_behind(tls_server: Server, client_ssl: ssl.SSLContext) -> None:
+    recorder = Recorder(tls_server, echo=True)
+    count = 1000
+    before = _descriptors()
+
+    async def storm() -> int:
+        from websockets.asyncio.client import connect as connect_async
+
+        async def one(i: int) -> Any:
+            ws = await connect_async(tls_server.get_url(), ssl=client_ssl, open_timeout=DEADLINE, ping_interval=None)
+            await ws.send(f"m{i}")
+            assert await ws.recv() == f"m{i}"
+            return ws
+
+        clients = []
+        for start in range(0, count, 100):
+            clients += await asyncio.gather(*(one(i) for i in range(start, start + 100)))
+        # Half say goodbye, half vanish (TCP reset, no close_notify).
+        await asyncio.gather(*(ws.close() for ws in clients[::2]))
+        for ws in clients[1::2]:
+            ws.transport.abort()
+        return len(clients)
+
+    assert run_client(tls_server, lambda: asyncio.run(storm()), timeout=150) == count
+    pump_until(tls_server, lambda: len(recorder.closed) == count and tls_server.connection_count() == 0, timeout=60)
+    pump_until(tls_server, lambda: tls_server.reactor.lingering == 0, timeout=10)
+    recorder.check_invariants()
+    assert _descriptors() <= before
+
+
+def test_self_signed_context_serves_a_client_that_trusts_its_certificate(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    from wsserver.tls import self_signed_context
+
+    certfile = tmp_path / "cert.pem"
+    server = Server(ssl_context=self_signed_context(["127.0.0.1", "localhost"], certfile=certfile))
+    Recorder(server, echo=True)
+    server.start("127.0.0.1", 0)
+    try:
+        trusting = ssl.create_default_context(cafile=str(certfile))
+
+        def client() -> str:
+            with connect(server.get_url(), ssl=trusting) as ws:
+                ws.send("self-signed")
+                return str(ws.recv())
+
+        assert run_client(server, client) == "self-signed"
+        assert b"PRIVATE KEY" not in certfile.read_bytes()
+    finally:
+        server.shutdown()
+
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script>
+window.outcome = new Promise((resolve, reject) => {
+  const ws = new WebSocket(`wss://${location.host}/secure`);
+  ws.onerror = () => reject(new Error("websocket error"));
+  ws.onopen = () => ws.send(`from ${location.protocol} ${window.isSecureContext}`);
+  ws.onmessage = (event) => { ws.close(1000); resolve(event.data); };
+});
+</script>
+"""
+
+
+@pytest.mark.skipif(not AVAILABLE, reason="chromium is not installed (bash .ci/run installs the Debian package)")
+def test_chromium_loads_the_page_over_https_and_opens_wss(ca: Any, tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    issued = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.ECDSA)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    issued.configure_cert(context)
+    leaf = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
+    spki = leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    trusted = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(PAGE)
+    server = Server(ssl_context=context, root=site)
+    recorder = Recorder(server, echo=True)
+    server.start("127.0.0.1", 0)
+    url = server.http_server.get_url("/")
+    assert url.startswith("https://")
+
+    def browse() -> Any:
+        with Chromium(tmp_path / "profile", 60.0, flags=(f"--ignore-certificate-errors-spki-list={trusted}",)) as browser:
+            session = browser.open(url)
+            return browser.evaluate(session, "window.outcome")
+
+    try:
+        assert run_client(server, browse, timeout=120) == "from https: true"
+        pump_until(server, recorder.all_closed)
+        (client,) = recorder.opened
+        assert client.request.headers["Origin"] == url.rstrip("/")
+    finally:
+        server.shutdown()
