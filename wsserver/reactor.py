@@ -334,15 +334,38 @@ class Stream:
             self.abort(exc)
             return False
         if n == 0:
-            self._watch(READ, False)
-            self._reading = False
-            if not self._notify("eof_received"):
-                self.close()
+            self._eof()
             return False
+        ended = False
+        if self._tls:
+            n, ended = self._read_records(n)
         self._notify("data_received", reactor.read_view[:n])
-        # TLS hands out a record (16 KiB at most) per read: read again at
-        # once while it gives data, whether or not the kernel signals more.
-        return (self._tls or n == len(reactor.read_buffer)) and self._reading
+        if ended and not self._closing:
+            self._eof()
+            return False
+        return n == len(reactor.read_buffer) and self._reading
+
+    def _read_records(self, n: int) -> tuple[int, bool]:
+        """TLS hands out one record (16 KiB at most) per read: gather what
+        it has, up to the read buffer, so that a batch of small messages is
+        handled (and answered) in one go as over plain TCP. Return the bytes
+        in the buffer and whether the peer ended the stream after them."""
+        view = self.reactor.read_view
+        while n < len(view):
+            try:
+                more = self.socket.recv_into(view[n:])
+            except OSError:  # "try again", or an error that the next read meets again
+                return n, False
+            if not more:
+                return n, True
+            n += more
+        return n, False
+
+    def _eof(self) -> None:
+        self._watch(READ, False)
+        self._reading = False
+        if not self._notify("eof_received"):
+            self.close()
 
     def _flush(self) -> bool:
         """Send one slice of the buffer; return whether the socket may take more now."""
