@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import http.client
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +302,27 @@ def test_ten_thousand_pipelined_requests_are_answered_in_order_a_turn_at_a_time(
     assert bodies == [str(n).encode() for n in range(count)]
     per_step = collections.Counter(answered_in_step)
     assert max(per_step.values()) <= REQUESTS_PER_TURN, per_step.most_common(3)
+
+
+def test_pipelined_requests_before_a_half_close_are_all_answered(tmp_path: Path) -> None:
+    """A client that pipelines requests for files and then shuts down its
+    sending side gets every answer: the end of its input does not cut the
+    requests still waiting behind a streamed answer."""
+    (tmp_path / "page.html").write_text("<!doctype html><p>page</p>\n")
+    server = Server(root=tmp_path)
+    server.start("127.0.0.1", 0)
+    count = 40  # more than a turn's worth, each answer a streamed file
+
+    def client() -> bytes:
+        with connect(server.get_local_ip()[1]) as sock:
+            sock.sendall(b"GET /page.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * count)
+            sock.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+            return received
+
+    try:
+        assert run_client(server, client).count(b"HTTP/1.1 200 OK") == count
+    finally:
+        server.shutdown()

@@ -82,7 +82,7 @@ def test_websockets_client_echo_and_publish_over_wss(tls_server: Server, client_
         url = tls_server.get_url()
         with connect(url, ssl=client_ssl, max_size=None) as first, connect(url, ssl=client_ssl) as second:
             first.send("hello")
-            big = os.urandom(3 * 1024 * 1024)
+            big = os.urandom(1024 * 1024)
             first.send(big)
             replies = [first.recv(), first.recv() == big]
             second.send("publish")
@@ -116,13 +116,6 @@ def test_plain_http_and_plain_ws_on_the_tls_port_fail_cleanly(
     Recorder(tls_server, echo=True)
     caplog.set_level(logging.WARNING, logger="wsserver")
 
-    def plain_http() -> bytes:
-        with socket.create_connection(tls_server.get_local_ip(), timeout=DEADLINE) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            data = b""
-            while chunk := sock.recv(4096):
-                data += chunk
-            return data
 
     def plain_ws() -> str:
         try:
@@ -137,7 +130,7 @@ def test_plain_http_and_plain_ws_on_the_tls_port_fail_cleanly(
             return str(ws.recv())
 
     for _ in range(3):
-        answer = run_client(tls_server, plain_http)
+        answer = run_client(tls_server, send_and_read_to_the_end, tls_server.get_local_ip(), b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 400 ") and answer.endswith(b"use https:// (or wss://).\n")
     assert run_client(tls_server, plain_ws) != "connected"
     assert run_client(tls_server, secure_ws) == "still fine"
@@ -145,44 +138,39 @@ def test_plain_http_and_plain_ws_on_the_tls_port_fail_cleanly(
     assert len(failures) <= 2, [r.getMessage() for r in failures]  # one line per kind, not one per connection
 
 
-def test_a_tls_client_on_a_plain_port_gets_the_400(server: Server, client_ssl: ssl.SSLContext) -> None:
-    def tls_hello() -> bytes:
-        with socket.create_connection(server.get_local_ip(), timeout=DEADLINE) as sock:
-            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            tls = client_ssl.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
-            with pytest.raises(ssl.SSLWantReadError):
-                tls.do_handshake()
-            sock.sendall(outgoing.read())  # a ClientHello
-            data = b""
-            while chunk := sock.recv(4096):
-                data += chunk
-            return data
+def client_hello(context: ssl.SSLContext) -> bytes:
+    """The first bytes a TLS client sends."""
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
 
-    assert run_client(server, tls_hello).startswith(b"HTTP/1.1 400 ")
+
+def send_and_read_to_the_end(address: tuple[str, int], data: bytes) -> bytes:
+    """Send ``data`` on a new connection; what came back until the server closed it."""
+    with socket.create_connection(address, timeout=DEADLINE) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
+
+
+def test_a_tls_client_on_a_plain_port_gets_the_400(server: Server, client_ssl: ssl.SSLContext) -> None:
+    answer = run_client(server, send_and_read_to_the_end, server.get_local_ip(), client_hello(client_ssl))
+    assert answer.startswith(b"HTTP/1.1 400 ")
 
 
 def test_a_handshake_that_stalls_half_way_is_dropped_on_time(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> None:
     server = Server(ssl_context=server_ssl, handshake_timeout=0.3)
     server.start("127.0.0.1", 0)
     try:
-
-        def stall() -> bytes:
-            with socket.create_connection(server.get_local_ip(), timeout=DEADLINE) as sock:
-                incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-                tls = client_ssl.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
-                with pytest.raises(ssl.SSLWantReadError):
-                    tls.do_handshake()
-                hello = outgoing.read()
-                sock.sendall(hello[: len(hello) // 2])  # and then nothing
-                data = b""
-                try:
-                    while chunk := sock.recv(4096):
-                        data += chunk
-                except ConnectionResetError:
-                    pass
-                return data
-
-        assert run_client(server, stall) == b""  # closed by the server
+        hello = client_hello(client_ssl)
+        half = hello[: len(hello) // 2]  # and then nothing
+        assert run_client(server, send_and_read_to_the_end, server.get_local_ip(), half) == b""  # closed by the server
         pump_until(server, lambda: server.connection_count() == 0)
     finally:
         server.shutdown()
@@ -312,3 +300,36 @@ def test_chromium_loads_the_page_over_https_and_opens_wss(ca: Any, tmp_path: Pat
         assert client.request.headers["Origin"] == url.rstrip("/")
     finally:
         server.shutdown()
+
+
+def test_pipelined_requests_ending_with_close_notify_are_all_answered(tls_server: Server, client_ssl: ssl.SSLContext) -> None:
+    """TLS takes the client's end of stream in together with its requests;
+    the server must still answer every one, over more than one turn."""
+    count = 40  # more than one turn's worth (32)
+
+    def client() -> bytes:
+        with socket.create_connection(tls_server.get_local_ip(), timeout=DEADLINE) as sock:
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = client_ssl.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    incoming.write(sock.recv(65536))
+            tls.write(b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * count)
+            with pytest.raises(ssl.SSLWantReadError):
+                tls.unwrap()  # close_notify, sent with the requests
+            sock.sendall(outgoing.read())
+            while chunk := sock.recv(65536):
+                incoming.write(chunk)
+            answers = b""
+            try:
+                while data := tls.read(65536):
+                    answers += data
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                pass
+            return answers
+
+    assert run_client(tls_server, client).count(b"HTTP/1.1 200 OK") == count

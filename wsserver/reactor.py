@@ -47,8 +47,8 @@ logger = logging.getLogger("wsserver")
 # the peer or room in the kernel's buffer to go on.
 _TRY_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
-# The kinds of failed TLS handshake already logged (one line each).
-_tls_failures_logged: set[str] = set()
+# OpenSSL's reasons for a handshake that met plain HTTP instead of TLS.
+_PLAIN_HTTP_REASONS = frozenset({"HTTP_REQUEST", "HTTPS_PROXY_REQUEST"})
 
 _PLAIN_HTTP_BODY = b"This port speaks TLS: use https:// (or wss://).\n"
 _PLAIN_HTTP_ANSWER = (
@@ -172,6 +172,9 @@ class Stream:
         self._send_deferred = False  # queued in the reactor's list of streams to flush
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._handshaking = self._tls
+        # TLS took the peer's end of stream in with data while the handler
+        # had stopped reading: it is told once it reads again.
+        self._eof_pending = False
         reactor.poller.watch(sock, self._events, self)
 
     @property
@@ -256,8 +259,8 @@ class Stream:
         if not self._closing:
             self._reading = True
             self._watch(READ, True)
-            if self._tls and not self._handshaking and self.socket.pending():  # type: ignore[attr-defined]
-                self.reactor.request_turn(self)  # decrypted bytes the kernel will not signal
+            if self._eof_pending or (self._tls and not self._handshaking and self.socket.pending()):  # type: ignore[attr-defined]
+                self.reactor.request_turn(self)  # decrypted bytes (or their end) the kernel will not signal
 
     def request_turn(self) -> None:
         """Have the handler's :meth:`~StreamHandler.turn` called when this
@@ -274,6 +277,10 @@ class Stream:
         more = False
         if mask & TURN and not self._closed:
             self._notify("turn")
+            if self._eof_pending and self._reading and not self._closing:
+                self._eof_pending = False
+                self._eof()
+                return False
             if self._tls and not self._closed and self.socket.pending():  # type: ignore[attr-defined]
                 mask |= READ
         if mask & WRITE and self._out:
@@ -300,13 +307,15 @@ class Stream:
             # certificate on the client's side, a peer that went away: the
             # connection ends; the rest are not disturbed.
             kind = getattr(exc, "reason", None) or type(exc).__name__
-            if kind not in _tls_failures_logged:
-                _tls_failures_logged.add(kind)
+            logged = self.reactor.tls_failures_logged
+            if kind not in logged:
+                logged.add(kind)
                 logger.warning("TLS handshake failed (%s) from %s: %s; further failures of this kind are not logged", kind, self.peer_address, exc)
-            if kind == "HTTP_REQUEST":
+            if kind in _PLAIN_HTTP_REASONS:
                 # Plain HTTP on the TLS port: say so in plain HTTP, so that
                 # whoever typed http:// reads why, and close gracefully.
                 self.socket = socket.socket(fileno=sock.detach())
+                self.socket.setblocking(False)  # (a new socket object takes the default timeout)
                 self._tls = self._handshaking = False
                 self.write(_PLAIN_HTTP_ANSWER)
                 self.close()
@@ -336,30 +345,38 @@ class Stream:
         if n == 0:
             self._eof()
             return False
-        ended = False
+        ending: BaseException | bool | None = None
         if self._tls:
-            n, ended = self._read_records(n)
+            n, ending = self._read_records(n)
         self._notify("data_received", reactor.read_view[:n])
-        if ended and not self._closing:
-            self._eof()
+        if ending is not None and not self._closing:
+            if isinstance(ending, BaseException):
+                self.abort(ending)
+            elif self._reading:
+                self._eof()
+            else:
+                self._eof_pending = True  # told when the handler reads again
             return False
         return n == len(reactor.read_buffer) and self._reading
 
-    def _read_records(self, n: int) -> tuple[int, bool]:
+    def _read_records(self, n: int) -> tuple[int, BaseException | bool | None]:
         """TLS hands out one record (16 KiB at most) per read: gather what
         it has, up to the read buffer, so that a batch of small messages is
         handled (and answered) in one go as over plain TCP. Return the bytes
-        in the buffer and whether the peer ended the stream after them."""
+        in the buffer and what came after them: True for the end of the
+        stream, the error that ended it, or None."""
         view = self.reactor.read_view
         while n < len(view):
             try:
                 more = self.socket.recv_into(view[n:])
-            except OSError:  # "try again", or an error that the next read meets again
-                return n, False
+            except _TRY_AGAIN:
+                return n, None
+            except OSError as exc:
+                return n, exc
             if not more:
                 return n, True
             n += more
-        return n, False
+        return n, None
 
     def _eof(self) -> None:
         self._watch(READ, False)
@@ -600,6 +617,8 @@ class Reactor:
         #: The one buffer every ``recv_into`` reads into, and a view of it.
         self.read_buffer = bytearray(read_size)
         self.read_view = memoryview(self.read_buffer)
+        #: The kinds of failed TLS handshake logged so far (one line each).
+        self.tls_failures_logged: set[str] = set()
         self._timers: list[tuple[float, int, Timer]] = []
         self._cancelled_timers = 0  # how many of them are cancelled
         self._sequence = itertools.count()

@@ -56,6 +56,7 @@ class HttpDriver:
         # Runs while an event stream has more than write_limit waiting.
         self._grace_timer: Timer | None = None
         self._keep_alive = True
+        self._input_ended = False  # the client shut down its sending side
         self._upgraded = False
         self._turn_pending = False  # pipelined requests wait for the next turn
         # The request timeout (from accept, or from a request's first byte)
@@ -89,10 +90,11 @@ class HttpDriver:
         self._serve_requests()
 
     def eof_received(self) -> bool:
-        # A client may send its request and then shut down its sending side:
-        # an answer still streaming to it goes on, and ends the connection.
-        if self._body is not None:
-            self._keep_alive = False
+        # A client may send its requests and then shut down its sending
+        # side: an answer still streaming goes on, the requests pipelined
+        # behind it are answered too, and then the connection ends.
+        if self._body is not None or self.parser.buffered_size:
+            self._input_ended = True
             return True
         return False
 
@@ -150,6 +152,8 @@ class HttpDriver:
                 self._send_error(exc.status, exc.message)
                 return
             if request is None:
+                if self._input_ended:
+                    self.stream.close()  # every request the client sent is answered
                 return
             self._set_timer(None)
             request.client_address = self.stream.peer_address
