@@ -17,16 +17,29 @@ asyncio:
 * While ``poll()`` reports work left over, the next step is queued behind
   the host's pending input and redraws; once nothing is left it watches the
   descriptor again.
-* Where the reactor has no descriptor (``select`` on Windows), it polls on a
-  timer instead: every ``busy_interval`` while the network was active in the
-  last ``linger`` seconds, every ``idle_interval`` otherwise.
+* Where the reactor has no descriptor (``select()`` on Windows), a
+  :class:`~wsserver.waker.WakerThread` stands in for it: it blocks in
+  ``select()`` on the reactor's sockets and signals the host loop through
+  a channel the toolkit can watch (:meth:`Pump._open_signal`), once per
+  poll. The thread does no I/O on the reactor's sockets and runs no
+  protocol or application code.
+* ``wakeup="timer"`` polls on a timer instead, as an explicit choice:
+  every ``busy_interval`` while the network was active in the last
+  ``linger`` seconds, every ``idle_interval`` otherwise.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+from wsserver.waker import WakerThread
+
+#: How a pump learns that the reactor has work: ``"auto"`` is the reactor's
+#: descriptor where it has one and the waker thread where it has none.
+Wakeup = Literal["auto", "descriptor", "thread", "timer"]
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -36,19 +49,21 @@ if TYPE_CHECKING:
     class PumpOptions(TypedDict, total=False):
         """The keyword options of :class:`Pump`, as a subclass passes them on."""
 
-        use_fileno: bool
+        wakeup: Wakeup
         busy_interval: float
         idle_interval: float
         linger: float
 
-__all__ = ["Pump", "milliseconds"]
+__all__ = ["Pump", "Wakeup", "milliseconds"]
 
 
 class Pump:
     """Pumps ``server`` from a host event loop; subclasses bind the toolkit.
 
-    :param use_fileno: watch the reactor's descriptor when it has one; False
-        forces timer pumping (what happens where there is no descriptor).
+    :param wakeup: ``"descriptor"`` watches the reactor's descriptor,
+        ``"thread"`` a :class:`~wsserver.waker.WakerThread` (the reactor has
+        no descriptor: Windows), ``"timer"`` polls on a timer; ``"auto"``
+        (the default) picks the first of these two that fits the reactor.
     :param busy_interval: seconds between timer-driven polls while the
         network is active (timer pumping only).
     :param idle_interval: seconds between timer-driven polls while it is quiet.
@@ -59,24 +74,46 @@ class Pump:
         self,
         server: Server,
         *,
-        use_fileno: bool = True,
+        wakeup: Wakeup = "auto",
         busy_interval: float = 0.002,
         idle_interval: float = 0.05,
         linger: float = 1.0,
     ) -> None:
+        fd = server.fileno()
+        if wakeup == "auto":
+            wakeup = "thread" if fd is None else "descriptor"
+        elif wakeup == "descriptor" and fd is None:
+            raise ValueError("this reactor has no descriptor (select(), as on Windows): use wakeup='thread' or 'timer'")
+        elif wakeup == "thread" and fd is not None:
+            raise ValueError("the waker thread serves a reactor without a descriptor; this one has one: use wakeup='descriptor'")
+        elif wakeup not in ("descriptor", "thread", "timer"):
+            raise ValueError(f"wakeup must be 'auto', 'descriptor', 'thread' or 'timer', not {wakeup!r}")
         self.server = server
-        self.fd = server.fileno() if use_fileno else None
+        self.wakeup: Wakeup = wakeup
+        self.fd = fd if wakeup == "descriptor" else None
         self.busy_interval = busy_interval
         self.idle_interval = idle_interval
         self.linger = linger
         self.attached = False
         self._watching = False
         self._armed_deadline: float | None = None
+        #: The waker thread (``wakeup="thread"``) while attached.
+        self.waker: WakerThread | None = None
 
     # -- what a subclass supplies ------------------------------------------
 
     def _watch(self, on: bool) -> None:
         """Start or stop calling :meth:`_on_readable` when ``self.fd`` is readable."""
+        raise NotImplementedError
+
+    def _open_signal(self) -> Callable[[], None]:
+        """Open a channel the toolkit watches, whose readiness calls
+        :meth:`_on_readable` on the loop's thread, and return the function
+        the waker thread calls to make it ready (``wakeup="thread"``)."""
+        raise NotImplementedError
+
+    def _close_signal(self) -> None:
+        """Close what :meth:`_open_signal` opened."""
         raise NotImplementedError
 
     def _set_step_timer(self, delay: float | None) -> None:
@@ -95,6 +132,10 @@ class Pump:
     def start(self) -> None:
         """Begin pumping. Work already waiting is served on the first idle turn."""
         self.attached = True
+        if self.wakeup == "thread":
+            # Disarmed until the first step has polled.
+            self.waker = WakerThread(self.server, self._open_signal())
+            self.waker.start()
         self._set_step_timer(0.0)
 
     def detach(self) -> None:
@@ -106,6 +147,10 @@ class Pump:
         self._set_step_timer(None)
         self._armed_deadline = None
         self._set_deadline_timer(None)
+        if self.waker is not None:
+            self.waker.close()
+            self.waker = None
+            self._close_signal()
 
     # -- events from the toolkit --------------------------------------------
 
@@ -128,7 +173,7 @@ class Pump:
             return
         if leftover:
             self._set_step_timer(0.0)
-        elif self.fd is not None:
+        elif self.wakeup != "timer":
             self._set_watching(True)
         else:
             active = time.monotonic() - self.server.reactor.last_activity < self.linger
@@ -138,9 +183,13 @@ class Pump:
     # -- internals -----------------------------------------------------------
 
     def _set_watching(self, on: bool) -> None:
-        if on != self._watching and self.fd is not None:
-            self._watching = on
+        if on == self._watching or self.wakeup == "timer":
+            return
+        self._watching = on
+        if self.waker is None:
             self._watch(on)
+        elif on:
+            self.waker.arm()  # it disarmed itself when it signalled
 
     def _arm_deadline(self) -> None:
         deadline = self.server.next_deadline()

@@ -15,7 +15,9 @@
 
     asyncio.run(main())
 
-``loop.add_reader`` watches the reactor's descriptor and one ``call_later``
+``loop.add_reader`` watches the reactor's descriptor (where the reactor has
+none, on Windows, a waker thread calls ``call_soon_threadsafe`` instead, so
+the proactor loop works too) and one ``call_later``
 handle waits for the next protocol deadline (the reactor's clock and
 asyncio's are both ``time.monotonic``); work left over after a budgeted
 ``poll()`` resumes with ``call_soon``, after the callbacks already queued.
@@ -28,7 +30,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._pump import Pump
+from ._pump import Pump, Wakeup
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -55,6 +57,15 @@ class AsyncioPump(Pump):
             self.loop.add_reader(self.fd, self._on_readable)
         else:
             self.loop.remove_reader(self.fd)
+
+    def _open_signal(self) -> Callable[[], None]:
+        def notify() -> None:
+            self.loop.call_soon_threadsafe(self._on_readable)
+
+        return notify
+
+    def _close_signal(self) -> None:
+        pass  # call_soon_threadsafe needs nothing opened
 
     def _set_step_timer(self, delay: float | None) -> None:
         self._step = self._rearm(self._step, delay, self._step_fired)
@@ -84,20 +95,20 @@ def attach(
     server: Server,
     loop: asyncio.AbstractEventLoop | None = None,
     *,
-    use_fileno: bool = True,
+    wakeup: Wakeup = "auto",
     busy_interval: float = 0.002,
     idle_interval: float = 0.05,
 ) -> AsyncioPump:
     """Pump ``server`` from ``loop`` (default: the running loop) and return the handle.
 
-    Where the loop cannot watch descriptors (the Windows proactor loop) or
-    with ``use_fileno=False``, it polls every ``busy_interval`` seconds while
-    traffic flows and every ``idle_interval`` seconds while it is quiet.
+    ``wakeup`` is as for the other adapters (see
+    :class:`~wsserver.adapters._pump.Pump`). On a loop that cannot watch
+    descriptors (the Windows proactor loop) ``"auto"`` picks the waker
+    thread, which needs a reactor without a descriptor as well (Windows);
+    ``wakeup="timer"`` polls every ``busy_interval`` seconds while traffic
+    flows and every ``idle_interval`` seconds while it is quiet.
     """
     loop = loop or asyncio.get_running_loop()
-    # The proactor loop has no add_reader (Windows), and there the reactor
-    # has no descriptor either; say so instead of failing on the first watch.
-    watchable = use_fileno and not isinstance(loop, getattr(asyncio, "ProactorEventLoop", ()))
-    pump = AsyncioPump(server, loop, use_fileno=watchable, busy_interval=busy_interval, idle_interval=idle_interval)
+    pump = AsyncioPump(server, loop, wakeup=wakeup, busy_interval=busy_interval, idle_interval=idle_interval)
     pump.start()
     return pump

@@ -12,6 +12,9 @@
 
 A ``QSocketNotifier`` watches the reactor's descriptor and one single-shot
 ``QTimer`` waits for the next protocol deadline, so an idle program sleeps;
+on Windows, where the reactor has no descriptor, a waker thread
+(:mod:`wsserver.waker`) blocks in ``select()`` on the reactor's sockets and
+writes one byte to a socket pair whose other end the notifier watches;
 work left over after a budgeted ``poll()`` resumes from a zero-interval
 timer, behind the input and paint events already queued. Works with a
 ``QApplication`` or a bare ``QCoreApplication``. Install with the ``qt``
@@ -24,6 +27,7 @@ and older aborts the process after a few thousand Qt calls.
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -31,7 +35,7 @@ from typing import TYPE_CHECKING
 import PySide6
 from PySide6.QtCore import QCoreApplication, QSocketNotifier, Qt, QTimer
 
-from ._pump import Pump, milliseconds
+from ._pump import Pump, Wakeup, milliseconds
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -95,9 +99,9 @@ class QtPump(Pump):
         self.stop_on_quit = stop_on_quit
         self._notifier: QSocketNotifier | None = None
         if self.fd is not None:
-            self._notifier = QSocketNotifier(self.fd, QSocketNotifier.Type.Read)
-            self._notifier.setEnabled(False)
-            self._notifier.activated.connect(self._on_readable)
+            self._notifier = _notifier(self.fd, self._on_readable)
+        # wakeup="thread": the socket pair the waker thread writes to.
+        self._signal: tuple[socket.socket, socket.socket] | None = None
         self._step_timer = _single_shot(self._on_step_timer, Qt.TimerType.CoarseTimer)
         # Precise, so that it never fires before the deadline it stands for.
         self._deadline_timer = _single_shot(self._on_deadline_timer, Qt.TimerType.PreciseTimer)
@@ -126,6 +130,41 @@ class QtPump(Pump):
         assert self._notifier is not None
         self._notifier.setEnabled(on)
 
+    def _open_signal(self) -> Callable[[], None]:
+        # A QSocketNotifier watches sockets on every platform (on Windows
+        # through WSAAsyncSelect), and socketpair() makes real sockets
+        # there too. The notifier stays enabled: the waker writes one byte
+        # per poll, and the slot reads it.
+        reader, writer = self._signal = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._notifier = _notifier(reader.fileno(), self._signal_readable)
+        self._notifier.setEnabled(True)
+
+        def notify() -> None:
+            try:
+                writer.send(b"\0")
+            except BlockingIOError:
+                pass  # a byte is waiting already: the notifier will fire
+
+        return notify
+
+    def _signal_readable(self) -> None:
+        assert self._signal is not None
+        try:
+            self._signal[0].recv(64)
+        except BlockingIOError:
+            pass  # read already (a notifier may fire once more)
+        self._on_readable()
+
+    def _close_signal(self) -> None:
+        assert self._notifier is not None and self._signal is not None
+        self._notifier.setEnabled(False)
+        self._notifier = None
+        for end in self._signal:
+            end.close()
+        self._signal = None
+
     def _set_step_timer(self, delay: float | None) -> None:
         _arm(self._step_timer, delay)
 
@@ -136,6 +175,13 @@ class QtPump(Pump):
 # Qt holds its connections to Python methods weakly: without this, a pump
 # whose handle the program drops would be collected and stop pumping.
 _attached: set[QtPump] = set()
+
+
+def _notifier(fd: int, callback: Callable[[], None]) -> QSocketNotifier:
+    notifier = QSocketNotifier(fd, QSocketNotifier.Type.Read)
+    notifier.setEnabled(False)
+    notifier.activated.connect(callback)
+    return notifier
 
 
 def _single_shot(callback: Callable[[], None], kind: Qt.TimerType) -> QTimer:
@@ -158,7 +204,7 @@ def attach(
     app: QCoreApplication | None = None,
     *,
     stop_on_quit: bool = True,
-    use_fileno: bool = True,
+    wakeup: Wakeup = "auto",
     busy_interval: float = 0.002,
     idle_interval: float = 0.05,
 ) -> QtPump:
@@ -167,9 +213,12 @@ def attach(
 
     With ``stop_on_quit``, ``aboutToQuit`` stops the server: every client
     gets a 1001 Close frame and ``on_client_closed`` runs for each before
-    ``exec()`` returns. ``use_fileno=False`` pumps on a timer, as where the
-    reactor has no descriptor: every ``busy_interval`` seconds while traffic
-    flows, every ``idle_interval`` seconds while it is quiet.
+    ``exec()`` returns. ``wakeup`` says how the adapter learns that there
+    is work (see :class:`~wsserver.adapters._pump.Pump`): the default
+    watches the reactor's descriptor, or runs a waker thread where there is
+    none (Windows). ``wakeup="timer"`` polls on a timer instead: every
+    ``busy_interval`` seconds while traffic flows, every ``idle_interval``
+    seconds while it is quiet.
 
     Raises :class:`BrokenPySideError` on a PySide6 build that would abort
     the process later (see :func:`check_pyside`).
@@ -182,7 +231,7 @@ def attach(
         server,
         app,
         stop_on_quit=stop_on_quit,
-        use_fileno=use_fileno,
+        wakeup=wakeup,
         busy_interval=busy_interval,
         idle_interval=idle_interval,
     )

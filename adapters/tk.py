@@ -9,19 +9,23 @@
     tk_adapter.attach(server, root)
     root.mainloop()            # destroying root stops the server
 
-On Unix the reactor's descriptor is watched with ``createfilehandler``, so
-an idle program sleeps until a client or a protocol timer needs it; on
-Windows (no descriptor) the adapter pumps with ``after()``, every 2 ms while
-traffic flows and every 50 ms while it is quiet. See :mod:`._pump` for the
+On Linux and macOS the reactor's descriptor is watched with
+``createfilehandler``, so an idle program sleeps until a client or a
+protocol timer needs it. On Windows, where the reactor has no descriptor
+and Tk cannot watch one, a waker thread (:mod:`wsserver.waker`) blocks in
+``select()`` on the reactor's sockets and wakes Tk through a Tcl socket
+channel, which Tcl watches on every platform. See :mod:`._pump` for the
 policy.
 """
 
 from __future__ import annotations
 
+import socket
 import tkinter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._pump import Pump, milliseconds
+from ._pump import Pump, Wakeup, milliseconds
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -37,9 +41,6 @@ class TkPump(Pump):
     """The handle :func:`attach` returns; :meth:`detach` stops pumping."""
 
     def __init__(self, server: Server, root: tkinter.Misc, *, stop_on_destroy: bool = True, **options: Unpack[PumpOptions]) -> None:
-        # createfilehandler exists only where Tcl can watch descriptors (Unix).
-        if not hasattr(root.tk, "createfilehandler"):
-            options["use_fileno"] = False
         super().__init__(server, **options)
         self.root = root
         self.stop_on_destroy = stop_on_destroy
@@ -47,6 +48,11 @@ class TkPump(Pump):
         self._deadline_id: str | None = None
         self._destroy_binding: str | None = None
         self._toplevel: tkinter.Misc | None = None
+        # wakeup="thread": the Tcl channel the waker thread writes to, the
+        # Tcl command its fileevent calls, and the Python end.
+        self._channel: str | None = None
+        self._channel_command: str | None = None
+        self._channel_peer: socket.socket | None = None
 
     def start(self) -> None:
         toplevel = self._toplevel = self.root.winfo_toplevel()
@@ -95,6 +101,49 @@ class TkPump(Pump):
     def _file_event(self, fd: int, mask: int) -> None:
         self._on_readable()
 
+    def _open_signal(self) -> Callable[[], None]:
+        # Tk has no way to watch a descriptor on Windows (no
+        # createfilehandler), but Tcl watches its own sockets everywhere
+        # (fileevent, on Windows through WSAAsyncSelect): Tcl connects to a
+        # one-off loopback listener, and the waker writes to the other end.
+        tk = self.root.tk
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            channel = str(tk.call("socket", "127.0.0.1", listener.getsockname()[1]))
+            try:
+                peer = _accept_from(listener, int(tk.splitlist(tk.call("fconfigure", channel, "-sockname"))[2]))
+            except BaseException:
+                tk.call("close", channel)
+                raise
+        peer.setblocking(False)
+        tk.call("fconfigure", channel, "-blocking", 0, "-translation", "binary")
+        self._channel, self._channel_peer = channel, peer
+        self._channel_command = self.root.register(self._channel_readable)
+        tk.call("fileevent", channel, "readable", self._channel_command)
+
+        def notify() -> None:
+            try:
+                peer.send(b"\0")
+            except BlockingIOError:
+                pass  # a byte is waiting already: Tcl will see the channel readable
+
+        return notify
+
+    def _channel_readable(self) -> None:
+        self.root.tk.call("read", self._channel)  # what is there (non-blocking)
+        self._on_readable()
+
+    def _close_signal(self) -> None:
+        assert self._channel is not None and self._channel_peer is not None and self._channel_command is not None
+        try:
+            self.root.tk.call("close", self._channel)  # its fileevent goes with it
+            self.root.deletecommand(self._channel_command)
+        except tkinter.TclError:
+            pass  # the interpreter is being deleted, and the channel with it
+        self._channel_peer.close()
+        self._channel = self._channel_command = self._channel_peer = None
+
     def _set_step_timer(self, delay: float | None) -> None:
         if self._step_id is not None:
             self.root.after_cancel(self._step_id)
@@ -122,12 +171,23 @@ class TkPump(Pump):
         self._on_deadline_timer()
 
 
+def _accept_from(listener: socket.socket, port: int) -> socket.socket:
+    """The connection from our own Tcl channel (local port ``port``), which
+    is already queued; any other process's attempt is dropped."""
+    listener.setblocking(False)
+    while True:
+        sock, address = listener.accept()  # BlockingIOError: it never came
+        if address[1] == port:
+            return sock
+        sock.close()
+
+
 def attach(
     server: Server,
     root: tkinter.Misc,
     *,
     stop_on_destroy: bool = True,
-    use_fileno: bool = True,
+    wakeup: Wakeup = "auto",
     busy_interval: float = 0.002,
     idle_interval: float = 0.05,
 ) -> TkPump:
@@ -136,15 +196,18 @@ def attach(
     Destroying ``root``'s toplevel window detaches the adapter and, with
     ``stop_on_destroy``, stops the server: every client gets a 1001 Close
     frame and ``on_client_closed`` runs for each before the window is gone.
-    ``use_fileno=False`` pumps with ``after()`` even where a descriptor
-    exists, as on Windows, every ``busy_interval`` seconds while traffic flows
-    and every ``idle_interval`` seconds while it is quiet.
+    ``wakeup`` says how the adapter learns that there is work (see
+    :class:`~wsserver.adapters._pump.Pump`): the default watches the
+    reactor's descriptor, or runs a waker thread where there is none
+    (Windows). ``wakeup="timer"`` polls with ``after()`` instead, every
+    ``busy_interval`` seconds while traffic flows and every
+    ``idle_interval`` seconds while it is quiet.
     """
     pump = TkPump(
         server,
         root,
         stop_on_destroy=stop_on_destroy,
-        use_fileno=use_fileno,
+        wakeup=wakeup,
         busy_interval=busy_interval,
         idle_interval=idle_interval,
     )

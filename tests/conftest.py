@@ -20,6 +20,19 @@ from wsserver import Client, Server
 DEADLINE = 10.0
 
 
+@pytest.fixture(params=["native", "select"])
+def poller_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test on both of the reactor's paths, for servers made in it:
+    the platform's poller (epoll here, with a descriptor a GUI loop
+    watches), and ``select()`` without a descriptor, as on Windows
+    (``WSSERVER_POLLER=select``; the adapters wake through a waker thread)."""
+    if request.param == "select":
+        monkeypatch.setenv("WSSERVER_POLLER", "select")
+    else:
+        monkeypatch.delenv("WSSERVER_POLLER", raising=False)
+    return str(request.param)
+
+
 def pump_until(server: Server, condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> None:
     """Poll ``server`` on this thread until ``condition()`` is true."""
     deadline = time.monotonic() + timeout

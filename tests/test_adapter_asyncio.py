@@ -8,12 +8,20 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
 
 from conftest import DEADLINE, Recorder, count_polls
 from guiclients import start_clients
 from wsserver import Server
 from wsserver.adapters import asyncio as asyncio_adapter
+
+
+@pytest.fixture(autouse=True)
+def both_pollers(poller_path: str) -> str:
+    """Every test here runs on the platform's poller and on select() without
+    a descriptor, the Windows path (see conftest.poller_path)."""
+    return poller_path
 
 
 def run(coroutine: Any) -> Any:
@@ -126,7 +134,7 @@ def test_timer_pumping_where_there_is_no_descriptor() -> None:
     server.on_message = lambda client, message: client.send(message.data)
 
     async def main() -> Any:
-        handle = asyncio_adapter.attach(server, use_fileno=False)
+        handle = asyncio_adapter.attach(server, wakeup="timer")
         assert handle.fd is None
         async with connect(server.get_url()) as ws:
             await ws.send("ping by timer")

@@ -33,6 +33,13 @@ from wsserver.adapters import qt as qt_adapter  # noqa: E402  (needs PySide6)
 QEventLoop, QTimer = QtCore.QEventLoop, QtCore.QTimer
 
 
+@pytest.fixture(autouse=True)
+def both_pollers(poller_path: str) -> str:
+    """Every test here runs on the platform's poller and on select() without
+    a descriptor, the Windows path (see conftest.poller_path)."""
+    return poller_path
+
+
 @pytest.fixture(scope="session")
 def app() -> Any:
     return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
@@ -167,13 +174,17 @@ def test_idle_means_no_polls(app: Any, attach: Any) -> None:
     server.start("127.0.0.1", 0)
     recorder = Recorder(server)
     polls = count_polls(server)
-    attach(server)
+    handle = attach(server)
+    assert handle.wakeup == ("thread" if server.fileno() is None else "descriptor")
     clients = start_clients(server.get_url(), 5)
     qt_until(lambda: len(recorder.opened) == 5 and all(c.connected.is_set() for c in clients), what="5 clients")
     qt_until(lambda: not server.reactor.has_pending_work())
     before = len(polls)
     run_loop_for(1.0)
     assert len(polls) - before <= 2, f"{len(polls) - before} polls in an idle second"
+    waker = handle.waker
+    handle.detach()
+    assert waker is None or not waker.is_alive(), "the waker thread outlived detach()"
     server.stop()
 
 
@@ -191,9 +202,9 @@ def test_protocol_deadlines_fire_without_traffic(attach: Any) -> None:
     server.stop()
 
 
-def test_timer_pumping_where_there_is_no_descriptor(server: Server, attach: Any) -> None:
+def test_timer_pumping_on_request(server: Server, attach: Any) -> None:
     server.on_message = lambda client, message: client.send(message.data)
-    handle = attach(server, use_fileno=False)
+    handle = attach(server, wakeup="timer")
     assert handle.fd is None
     worker = Worker(_echo_once, server.get_url())
     worker.start()

@@ -29,6 +29,13 @@ import _tkinter  # noqa: E402
 from wsserver.adapters import tk as tk_adapter  # noqa: E402  (needs tkinter)
 
 
+@pytest.fixture(autouse=True)
+def both_pollers(poller_path: str) -> str:
+    """Every test here runs on the platform's poller and on select() without
+    a descriptor, the Windows path (see conftest.poller_path)."""
+    return poller_path
+
+
 @pytest.fixture(scope="session")
 def x_display() -> Iterator[str]:
     xvfb = Xvfb()
@@ -140,7 +147,8 @@ def test_destroying_the_window_closes_every_client_with_1001(root: Any, server: 
     recorder = Recorder(server)
     port = server.get_local_ip()[1]
     polls = count_polls(server)
-    tk_adapter.attach(server, root)
+    handle = tk_adapter.attach(server, root)
+    assert handle.wakeup == ("thread" if server.fileno() is None else "descriptor")
     clients = start_clients(server.get_url(), 5)
     tk_until(root, lambda: len(recorder.opened) == 5, what="5 clients")
 
@@ -239,7 +247,8 @@ def test_idle_means_no_polls(root: Any) -> None:
     server.start("127.0.0.1", 0)
     recorder = Recorder(server)
     polls = count_polls(server)
-    tk_adapter.attach(server, root)
+    handle = tk_adapter.attach(server, root)
+    assert handle.wakeup == ("thread" if server.fileno() is None else "descriptor")
     clients = start_clients(server.get_url(), 5)
     tk_until(root, lambda: len(recorder.opened) == 5, what="5 clients")
     # Let the last handshake bytes drain, then watch one quiet second.
@@ -274,16 +283,22 @@ def test_protocol_deadlines_fire_without_traffic(root: Any) -> None:
     server.stop()
 
 
-def test_timer_pumping_where_there_is_no_descriptor(root: Any, server: Server) -> None:
+def test_timer_pumping_on_request(root: Any, server: Server) -> None:
     Recorder(server, echo=True)
     polls = count_polls(server)
-    handle = tk_adapter.attach(server, root, use_fileno=False)
+    handle = tk_adapter.attach(server, root, wakeup="timer")
     assert handle.fd is None
     worker = Worker(_echo_once, server.get_url())
     worker.start()
     tk_until(root, lambda: not worker.is_alive(), what="the echo")
     assert worker.outcome() == "still here"
     assert polls, "the timer never polled"
+
+
+def test_a_wakeup_that_does_not_fit_the_reactor_is_refused(root: Any, server: Server, poller_path: str) -> None:
+    wrong = "descriptor" if poller_path == "select" else "thread"
+    with pytest.raises(ValueError, match="descriptor"):
+        tk_adapter.attach(server, root, wakeup=wrong)
 
 
 def _echo_rounds(url: str, start: int, count: int) -> None:
@@ -296,15 +311,24 @@ def _echo_rounds(url: str, start: int, count: int) -> None:
 
 
 # Timer pumping waits busy_interval (2 ms) per echo: fewer rounds keep it short.
-@pytest.mark.parametrize(("use_fileno", "rounds"), [(True, 5000), (False, 1500)], ids=["descriptor", "timer-pumping"])
+@pytest.mark.parametrize(("wakeup", "rounds"), [("auto", 5000), ("timer", 1500)], ids=["woken", "timer-pumping"])
 @pytest.mark.slow
-def test_sustained_load_grows_nothing_per_event(root: Any, server: Server, use_fileno: bool, rounds: int) -> None:
+def test_sustained_load_grows_nothing_per_event(root: Any, server: Server, wakeup: Any, rounds: int) -> None:
     """Thousands of poll steps leave the same Python objects, Tcl commands
     and ``after`` timers behind as a few hundred did: nothing the adapter
     makes per event (file handlers, after and after_idle callbacks) is kept."""
     server.on_message = lambda client, message: client.send(message.data)
     polls = count_polls(server)
-    handle = tk_adapter.attach(server, root, use_fileno=use_fileno)
+
+    def census() -> tuple[int, int, int, int]:
+        gc.collect()
+        commands = len(root.tk.splitlist(root.tk.call("info", "commands")))
+        timers = len(root.tk.splitlist(root.tk.call("after", "info")))
+        channels = len(root.tk.splitlist(root.tk.call("file", "channels")))
+        return len(gc.get_objects()), commands, timers, channels
+
+    unattached = census()
+    handle = tk_adapter.attach(server, root, wakeup=wakeup)
 
     def run(start: int, count: int) -> None:
         worker = Worker(_echo_rounds, server.get_url(), start, count)
@@ -315,18 +339,13 @@ def test_sustained_load_grows_nothing_per_event(root: Any, server: Server, use_f
         # adapter has nothing armed either.
         tk_until(root, lambda: server.client_count() == 0 and server.next_deadline() is None and not server.reactor.has_pending_work())
 
-    def census() -> tuple[int, int, int]:
-        gc.collect()
-        commands = len(root.tk.splitlist(root.tk.call("info", "commands")))
-        timers = len(root.tk.splitlist(root.tk.call("after", "info")))
-        return len(gc.get_objects()), commands, timers
-
     run(0, 300)  # warm-up: caches, the first connection's one-off allocations
-    objects, commands, timers = census()
+    objects, commands, timers, channels = census()
     steps_before = len(polls)
     run(300, rounds)
     assert len(polls) - steps_before >= rounds, "each echo should take at least one poll step"
-    objects_after, commands_after, timers_after = census()
+    objects_after, commands_after, timers_after, channels_after = census()
+    assert channels_after == channels, "Tcl channels were left behind"
     print(f"after {len(polls) - steps_before} steps: {objects_after - objects:+} objects, {commands_after - commands:+} Tcl commands, {timers} -> {timers_after} after timers")
     assert commands_after == commands, "Tcl commands were left behind"
     assert timers_after <= max(timers, 2), "after timers were left behind"
@@ -334,14 +353,17 @@ def test_sustained_load_grows_nothing_per_event(root: Any, server: Server, use_f
     # leak per event would leave thousands.
     assert objects_after - objects < 200, f"{objects_after - objects} more Python objects"
     handle.detach()
+    assert census()[1:] == unattached[1:], "detach left a Tcl command, timer or channel behind"
 
 
 def test_detach_stops_pumping(root: Any, server: Server) -> None:
     polls = count_polls(server)
     handle = tk_adapter.attach(server, root)
     tk_until(root, lambda: polls, what="the first poll")
+    waker = handle.waker
     handle.detach()
     assert root.tk.call("after", "info") == ""
+    assert waker is None or not waker.is_alive(), "the waker thread outlived detach()"
     count = len(polls)
     socket.create_connection(server.get_local_ip(), timeout=DEADLINE).close()
     deadline = time.monotonic() + 0.2

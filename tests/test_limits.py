@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import http.client
 import inspect
+import json
 import pathlib
 import re
 import socket
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import run_client
+from conftest import pump_until, run_client
 from rawws import handshake_request, read_http_head
 from swarm import Harness
 from wsserver import Server
+from wsserver.server import SELECT_MAX_CONNECTIONS
 
 #: Every limit option and its default; the README table must say the same.
 DEFAULTS = {
@@ -39,9 +44,12 @@ DEFAULTS = {
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_defaults_are_the_documented_ones():
+def test_defaults_are_the_documented_ones(monkeypatch):
+    monkeypatch.delenv("WSSERVER_POLLER", raising=False)
     parameters = inspect.signature(Server).parameters
-    assert {name: parameters[name].default for name in DEFAULTS} == DEFAULTS
+    # max_connections' default depends on the platform's poller (None: 1024,
+    # or what select() can take on Windows).
+    assert {name: parameters[name].default for name in DEFAULTS} == dict(DEFAULTS, max_connections=None)
     server = Server()
     assert {name: getattr(server, name) for name in DEFAULTS} == DEFAULTS
 
@@ -190,6 +198,96 @@ def test_max_connections_answers_503_and_keeps_serving(harness):
     for sock in held:
         sock.close()
     h.finish()
+
+
+def test_on_select_the_default_max_connections_fits_and_a_larger_choice_is_refused(monkeypatch, caplog):
+    monkeypatch.setenv("WSSERVER_POLLER", "select")  # Windows' poller: 512 sockets at most
+    server = Server()
+    with caplog.at_level("INFO", logger="wsserver"):
+        server.start("127.0.0.1", 0)
+    assert server.max_connections == SELECT_MAX_CONNECTIONS == 496
+    assert sum("max_connections is 496" in r.getMessage() for r in caplog.records) == 1
+    server.stop()
+    chosen = Server(max_connections=600)
+    with pytest.raises(ValueError, match="max_connections=600 is more than this platform's select"):
+        chosen.start("127.0.0.1", 0)
+    assert not chosen.started
+    fitting = Server(max_connections=SELECT_MAX_CONNECTIONS)
+    fitting.start("127.0.0.1", 0)
+    fitting.stop()
+
+
+# Opens COUNT connections, sends one HTTP request on each, and prints how
+# many got which status ("closed" when the server ended it unanswered).
+CROWD = textwrap.dedent(
+    """
+    import collections, json, socket, sys
+    port, count = int(sys.argv[1]), int(sys.argv[2])
+    crowd = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+    for sock in crowd:
+        sock.sendall(b"GET / HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n")
+    answers = collections.Counter()
+    for sock in crowd:
+        head = b""
+        while b"\\r\\n" not in head:
+            try:
+                more = sock.recv(4096)
+            except ConnectionResetError:
+                more = b""
+            if not more:
+                break
+            head += more
+        answers[head[9:12].decode() if head.startswith(b"HTTP/1.1 ") else "closed"] += 1
+    print(json.dumps(answers), flush=True)
+    sys.stdin.read()  # hold every connection until the test is done
+    """
+)
+
+
+@pytest.mark.slow
+def test_on_select_connection_513_and_beyond_are_refused_and_the_server_keeps_serving(monkeypatch):
+    """select() on Windows takes 512 sockets: 600 connections at once get
+    496 answers and 104 refusals (503, or closed where select() has no room
+    left for the 503), nothing raises, and the server serves again after."""
+    monkeypatch.setenv("WSSERVER_POLLER", "select")
+    server = Server()
+    server.on_message = lambda client, message: client.send(message.data)
+    server.start("127.0.0.1", 0)
+    crowd = subprocess.Popen(
+        [sys.executable, "-c", CROWD, str(server.get_local_ip()[1]), "600"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The crowd prints once every connection has its answer; the
+        # server is pumped meanwhile (the pipe is read only then).
+        pump_until(server, lambda: crowd.poll() is not None or server.connection_count() == SELECT_MAX_CONNECTIONS, timeout=60, what="the crowd")
+        pump_until(server, lambda: crowd.poll() is not None or _readable(crowd.stdout), timeout=60, what="the crowd's answers")
+        answers = json.loads(crowd.stdout.readline())
+        print(answers)
+        assert answers.get("404") == SELECT_MAX_CONNECTIONS
+        assert answers.get("503", 0) + answers.get("closed", 0) == 600 - SELECT_MAX_CONNECTIONS
+        assert server.connection_count() == SELECT_MAX_CONNECTIONS
+    finally:
+        crowd.stdin.close()
+        crowd.wait(timeout=30)
+        crowd.stdout.close()
+    pump_until(server, lambda: server.connection_count() == 0, timeout=30, what="every connection to end")
+    assert run_client(server, _echo, server.get_url()) == "served again"
+    server.stop()
+
+
+def _readable(pipe) -> bool:
+    import select
+
+    return bool(select.select([pipe], [], [], 0)[0])
+
+
+def _echo(url: str) -> str:
+    with connect(url, open_timeout=10) as ws:
+        ws.send("served again")
+        return ws.recv(timeout=10)
 
 
 # -- heartbeats ------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import DEADLINE
-from wsserver.reactor import Listener, Reactor, Stream
+from wsserver.reactor import Listener, Reactor, Stream, address_reuse_option
 
 
 class Sink:
@@ -338,3 +338,11 @@ def test_a_listener_out_of_descriptors_backs_off_logs_once_and_recovers(reactor:
         for sock in accepted:
             sock.close()
         listener.close()
+
+
+def test_a_listening_socket_sets_the_reuse_option_of_its_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SO_REUSEADDR on Unix (restart over TIME_WAIT); on Windows, where that
+    option would let another process bind the same port, SO_EXCLUSIVEADDRUSE."""
+    assert address_reuse_option("linux") == address_reuse_option("darwin") == socket.SO_REUSEADDR
+    monkeypatch.setattr(socket, "SO_EXCLUSIVEADDRUSE", -5, raising=False)  # Windows' constant (~SO_REUSEADDR)
+    assert address_reuse_option("win32") == -5

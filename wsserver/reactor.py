@@ -33,6 +33,7 @@ import logging
 import math
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, Union
@@ -64,7 +65,10 @@ _SMALL_PART = 64 * 1024
 TURN = 1 << 8
 
 # accept() errors that say "no descriptor or memory for a new connection now".
-_OUT_OF_RESOURCES = frozenset(getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM") if hasattr(errno, name))
+# (Windows reports the first and third as WSAEMFILE and WSAENOBUFS.)
+_OUT_OF_RESOURCES = frozenset(
+    getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "WSAEMFILE", "WSAENOBUFS") if hasattr(errno, name)
+)
 
 
 class Timer:
@@ -571,8 +575,12 @@ class Listener:
 
     def _listen_again(self) -> None:
         self._resume = None
-        if not self.closed:
+        if self.closed:
+            return
+        if self.reactor.poller.has_room():
             self.reactor.poller.watch(self.socket, READ, self)
+        else:  # closing connections took select()'s last places (Windows) meanwhile
+            self._resume = self.reactor.call_later(self._backoff, self._listen_again)
 
     def close(self) -> None:
         if self.closed:
@@ -582,6 +590,22 @@ class Listener:
             self._resume.cancel()
         self.reactor.forget(self.socket, self)
         self.socket.close()
+
+
+def address_reuse_option(platform: str = sys.platform) -> int:
+    """The socket option a listening socket sets on ``platform``.
+
+    On Unix, ``SO_REUSEADDR`` lets a restarted server listen on its port
+    while connections of the previous run sit in TIME_WAIT. On Windows the
+    same option means something else: another process could bind the very
+    port the server listens on and take its connections. There
+    ``SO_EXCLUSIVEADDRUSE`` forbids that instead (Windows lets a listener
+    bind over TIME_WAIT connections without help, though not over ones
+    still open).
+    """
+    if platform == "win32":
+        return socket.SO_EXCLUSIVEADDRUSE  # type: ignore[attr-defined,no-any-return]
+    return socket.SO_REUSEADDR
 
 
 def _address(sock: socket.socket, which: str) -> tuple[Any, ...]:
@@ -783,8 +807,7 @@ class Reactor:
         family, type_, proto, _, address = infos[0]
         sock = socket.socket(family, type_, proto)
         try:
-            if hasattr(socket, "SO_REUSEADDR") and not hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, address_reuse_option(), 1)
             if family == socket.AF_INET6 and host in ("::", ""):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind(address)
@@ -889,7 +912,11 @@ class Reactor:
 
     def linger(self, sock: socket.socket) -> None:
         """Close ``sock`` gracefully: FIN now, the descriptor once the peer
-        has closed too (see :class:`_Lingerer`)."""
+        has closed too (see :class:`_Lingerer`), or at once where the poller
+        has no room left to watch it (select() on Windows)."""
+        if not self.poller.has_room():
+            sock.close()
+            return
         try:
             sock.shutdown(socket.SHUT_WR)
             if sock.recv_into(self.read_buffer) == 0:

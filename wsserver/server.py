@@ -16,6 +16,7 @@ and ``stop`` raise ``RuntimeError`` on any other (see
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import ssl
@@ -45,7 +46,17 @@ from .protocol import (
 )
 from .reactor import Reactor, Stream, Timer
 
-__all__ = ["Server", "Client", "UpgradeResponse"]
+__all__ = ["Server", "Client", "UpgradeResponse", "DEFAULT_MAX_CONNECTIONS", "SELECT_MAX_CONNECTIONS"]
+
+logger = logging.getLogger("wsserver")
+
+#: The default of ``max_connections``.
+DEFAULT_MAX_CONNECTIONS = 1024
+#: ``max_connections`` at most where sockets are watched with select()
+#: (Windows): of the 511 sockets :class:`~wsserver.poller.SelectPoller`
+#: watches, the reactor's wake-up socket and the listening socket take two,
+#: and 13 are room for connections still closing or being refused.
+SELECT_MAX_CONNECTIONS = 496
 
 class _TranslateHook:
     """The ``translate_message`` attribute: it may be set once, then never replaced."""
@@ -79,7 +90,10 @@ class Server:
     :param close_timeout: seconds to wait for the peer's Close frame, or for
         the last bytes to drain, before dropping the connection.
     :param max_connections: most TCP connections at once (HTTP and
-        WebSocket); beyond it new ones get 503.
+        WebSocket); beyond it new ones get 503. By default 1024, except
+        where sockets are watched with ``select()`` (Windows), which takes
+        512 at most: there the default is :data:`SELECT_MAX_CONNECTIONS`
+        (496), and a larger value makes :meth:`start` raise ``ValueError``.
     :param write_limit: the high-water mark of a client's unsent output.
         Going over it refuses nothing: the client stops being ``writable``,
         is not read until it catches up, and has ``write_grace`` to drain.
@@ -136,7 +150,7 @@ class Server:
         handshake_timeout: float | None = 10.0,
         keepalive_timeout: float | None = 15.0,
         close_timeout: float = 10.0,
-        max_connections: int = 1024,
+        max_connections: int | None = None,
         write_limit: int = 4 * 1024 * 1024,
         write_grace: float | None = 10.0,
         max_write_buffer: int | None = None,
@@ -163,7 +177,8 @@ class Server:
         self.handshake_timeout = handshake_timeout
         self.keepalive_timeout = keepalive_timeout
         self.close_timeout = close_timeout
-        self.max_connections = max_connections
+        self.max_connections = DEFAULT_MAX_CONNECTIONS if max_connections is None else max_connections
+        self._max_connections_given = max_connections is not None
         self.write_limit = write_limit
         self.write_grace = write_grace
         self.max_write_buffer = max_write_buffer
@@ -213,6 +228,7 @@ class Server:
             self.ssl_context = ssl_context
         if self.reactor.closed:
             raise RuntimeError("server was shut down")
+        self._fit_connections_to_poller()
         self._owner = get_ident()
         self._listener = self.reactor.listen(host, port, self._accept, backlog)
 
@@ -507,6 +523,22 @@ class Server:
 
     # -- internals -------------------------------------------------------
 
+    def _fit_connections_to_poller(self) -> None:
+        """Keep ``max_connections`` within what the poller can watch (select()
+        on Windows): the default comes down with a log line, a value the
+        application chose above it is an error."""
+        capacity = self.reactor.poller.capacity
+        if capacity is None or self.max_connections <= SELECT_MAX_CONNECTIONS:
+            return
+        if self._max_connections_given or self.max_connections != DEFAULT_MAX_CONNECTIONS:
+            raise ValueError(
+                f"max_connections={self.max_connections} is more than this platform's select() can watch: "
+                f"it takes {capacity + 1} sockets, {capacity + 1 - SELECT_MAX_CONNECTIONS} of which the server keeps "
+                f"for itself, so at most {SELECT_MAX_CONNECTIONS}"
+            )
+        logger.info("max_connections is %d: select(), this platform's poller, watches at most %d sockets", SELECT_MAX_CONNECTIONS, capacity + 1)
+        self.max_connections = SELECT_MAX_CONNECTIONS
+
     def _accept(self, sock: socket.socket, address: Any) -> None:
         context = self._context
         full = len(context.connections) >= self.max_connections or context.stopping
@@ -517,6 +549,9 @@ class Server:
                 return
             sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         if full:
+            if not self.reactor.poller.has_room():
+                sock.close()  # select() (Windows) has no room for the 503's socket either
+                return
             refusal = Stream(self.reactor, sock)
             refusal.write(render_head(503, [("Content-Length", "0"), ("Connection", "close"), ("Retry-After", "1")]))
             refusal.close()
