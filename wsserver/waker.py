@@ -46,6 +46,9 @@ class WakerThread:
     after each poll that left no work over.
     """
 
+    #: Seconds between checks, while disarmed, that the server still runs.
+    CLOSED_CHECK = 1.0
+
     def __init__(self, server: Server, notify: Callable[[], None]) -> None:
         poller = server.reactor.poller
         if not isinstance(poller, SelectPoller):
@@ -80,7 +83,11 @@ class WakerThread:
     def _run(self) -> None:
         poller = self._poller
         while True:
-            self._armed.wait()
+            # Disarmed, it waits for the GUI thread's poll; a server shut
+            # down meanwhile is never polled again, so look now and then.
+            while not self._armed.wait(self.CLOSED_CHECK):
+                if poller.closed:
+                    return
             if self._stopped or poller.closed:
                 return
             if not poller.wait():
