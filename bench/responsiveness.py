@@ -2,6 +2,7 @@
 
     python bench/responsiveness.py                 # all scenarios, a Markdown table at the end
     python bench/responsiveness.py small large     # some of them
+    python bench/responsiveness.py --poller select # the Windows path: select(), the waker thread
 
 The server runs in a Tk main loop on a private Xvfb, pumped by
 ``wsserver.adapters.tk``, echoing every message. A 5 ms ``after()`` tick
@@ -331,12 +332,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", help=f"some of {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each scenario (default 6)")
+    parser.add_argument(
+        "--poller",
+        choices=("native", "select"),
+        default="native",
+        help="select: the Windows path (select() without a descriptor, woken by the waker thread), WSSERVER_POLLER=select",
+    )
     parser.add_argument("--load", nargs=3, metavar=("SCENARIO", "URL", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         scenario, url, seconds = args.load
         run_load(scenario, url, float(seconds))
         return 0
+    if args.poller == "select":
+        os.environ["WSSERVER_POLLER"] = "select"
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")

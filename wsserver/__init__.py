@@ -2,7 +2,9 @@
 
 Create a :class:`Server`, set its callbacks, ``start()`` it, and pump it with
 ``poll()`` from the GUI loop (or let an adapter from :mod:`wsserver.adapters`
-do that, or call ``serve_forever()``). No threads, no asyncio.
+do that, or call ``serve_forever()``). No asyncio, and no work off the
+polling thread: on Windows an adapter's helper thread only waits in
+``select()`` and says when a socket is ready (:mod:`wsserver.waker`).
 """
 
 from .http.request import Request
