@@ -8,7 +8,7 @@ polling thread: on Windows an adapter's helper thread only waits in
 """
 
 from .http.request import Request
-from .http.response import Response
+from .http.response import Response, redirect
 from .http.sse import EventStream
 from .protocol import CloseCode, Compression, Fragment, Message, Opcode, ProtocolError
 from .protocol.handshake import accept_key as get_sec_accept
@@ -25,6 +25,7 @@ __all__ = [
     "Fragment",
     "Request",
     "Response",
+    "redirect",
     "EventStream",
     "UpgradeResponse",
     "CloseCode",

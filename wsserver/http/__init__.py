@@ -1,10 +1,11 @@
 """HTTP/1.1 on the WebSocket port: request parsing, responses, routes,
 static files and Server-Sent Events."""
 
+from .forms import FormData
 from .headers import Headers
 from .request import HttpError, Request, RequestParser
-from .response import Response
+from .response import Response, redirect
 from .server import HttpServer
 from .sse import EventStream
 
-__all__ = ["Headers", "HttpError", "Request", "RequestParser", "Response", "HttpServer", "EventStream"]
+__all__ = ["FormData", "Headers", "HttpError", "Request", "RequestParser", "Response", "redirect", "HttpServer", "EventStream"]

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from .errors import HttpError
+from .forms import MAX_FORM_FIELDS, FormData, parse_cookies, parse_form, parse_json
 from .headers import Headers
 
 __all__ = ["HttpError", "Request", "RequestParser"]
-
-
-class HttpError(Exception):
-    """The request cannot be served; answer with ``status``. ``message`` says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass
@@ -52,6 +46,23 @@ class Request:
         self.raw_path = raw_path
         self.path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
         self.query = dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+    def form(self, max_fields: int = MAX_FORM_FIELDS) -> FormData:
+        """The fields of an ``application/x-www-form-urlencoded`` body.
+        Raises :class:`HttpError` (answered as such when a route lets it
+        through): 400 for another content type or a field that is not
+        UTF-8, 413 for more than ``max_fields`` fields."""
+        return parse_form(self.body, self.headers.get("Content-Type"), max_fields)
+
+    def json(self) -> Any:
+        """The value of a JSON body. Raises :class:`HttpError` 400 for
+        another content type or a body that is not JSON."""
+        return parse_json(self.body, self.headers.get("Content-Type"))
+
+    @cached_property
+    def cookies(self) -> dict[str, str]:
+        """The request's cookies, by name (the first of a name wins)."""
+        return parse_cookies(self.headers.get_all("Cookie"))
 
     @property
     def keep_alive(self) -> bool:

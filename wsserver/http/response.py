@@ -11,7 +11,7 @@ from typing import Any, Optional, Union
 
 from .headers import Headers
 
-__all__ = ["Response", "Body", "reason_phrase", "render_head", "error_response", "SERVER_NAME"]
+__all__ = ["Response", "Body", "redirect", "reason_phrase", "render_head", "error_response", "SERVER_NAME"]
 
 SERVER_NAME = "wsserver"
 
@@ -84,3 +84,23 @@ def render_head(status: int, headers: Iterable[tuple[str, str]], version: str = 
 def http_date(timestamp: float | None = None) -> str:
     """An IMF-fixdate, as the ``Date`` and ``Last-Modified`` headers want it."""
     return email.utils.formatdate(timestamp, usegmt=True)
+
+
+#: The statuses :func:`redirect` sends.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+def redirect(url: str, status: int = 302) -> Response:
+    """An answer that sends the client to ``url`` (its ``Location``).
+
+    302 (the default) and 303 make the client fetch ``url`` with GET (303
+    is the one to answer a form's POST with); 307 and 308 repeat the same
+    method and body there; 301 and 308 say the move is permanent (browsers
+    remember it). Raises ``ValueError`` for another status, or a URL with
+    CR, LF or NUL, which would split the header.
+    """
+    if status not in REDIRECT_STATUSES:
+        raise ValueError(f"a redirect's status is one of {sorted(REDIRECT_STATUSES)}, not {status}")
+    if any(c in url for c in "\r\n\0"):
+        raise ValueError("a redirect URL may not contain CR, LF or NUL")
+    return Response(b"", status, headers=[("Location", url)])
