@@ -59,6 +59,8 @@ class HttpDriver:
         self._input_ended = False  # the client shut down its sending side
         self._upgraded = False
         self._turn_pending = False  # pipelined requests wait for the next turn
+        # The request whose Expect header was answered (its body is coming).
+        self._expectation_met: Request | None = None
         # The request timeout (from accept, or from a request's first byte)
         # or, between requests, the keep-alive timeout.
         self._timer: Timer | None = None
@@ -154,6 +156,8 @@ class HttpDriver:
             if request is None:
                 if self._input_ended:
                     self.stream.close()  # every request the client sent is answered
+                elif parser.awaiting_body is not None and parser.awaiting_body is not self._expectation_met:
+                    self._meet_expectation(parser.awaiting_body)
                 return
             self._set_timer(None)
             request.client_address = self.stream.peer_address
@@ -175,6 +179,30 @@ class HttpDriver:
             # A client that keeps pipelining while a long answer streams:
             # read no more until the answer is done, so the backlog stays bounded.
             self.stream.pause_reading()
+
+    def _meet_expectation(self, request: Request) -> None:
+        """Answer ``Expect: 100-continue`` (RFC 9110 section 10.1.1) once the
+        head is in and the body is not: ``100 Continue`` when the body will
+        be read, or the final answer at once when the head decides it (the
+        connection then closes, the body unread); 417 for an expectation
+        other than 100-continue."""
+        self._expectation_met = request
+        expectation = request.headers.get("Expect")
+        if expectation is None or request.version != "HTTP/1.1":
+            return
+        if expectation.strip().lower() != "100-continue":
+            self._send_error(417, f"cannot meet the expectation {expectation!r}", request=request)
+            return
+        host = request.headers.get("Host")
+        server = self.context.server
+        if not host_allowed(host, self._bound_host(), server.allowed_hosts):
+            return  # answered 421 once the request is whole, as any other
+        refusal = None if is_upgrade_request(request.headers) else server.http_server.refusal(request)
+        if refusal is None:
+            self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        else:
+            self._keep_alive = False
+            self._respond(request, refusal)
 
     def _send_error(self, status: int, message: str, headers: list[tuple[str, str]] | None = None, request: Request | None = None) -> None:
         """Answer with an error (the application's error page, given the

@@ -117,6 +117,11 @@ class RequestParser:
         return bool(self._buffer) or self._pending is not None
 
     @property
+    def awaiting_body(self) -> Request | None:
+        """The request whose head is parsed and whose body has not all arrived."""
+        return self._pending
+
+    @property
     def buffered_size(self) -> int:
         """Bytes received and not yet parsed into a request."""
         return len(self._buffer)

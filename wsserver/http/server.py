@@ -148,17 +148,31 @@ class HttpServer:
 
     # -- internals -------------------------------------------------------
 
-    def _dispatch(self, request: Request) -> Response:
+    def refusal(self, request: Request) -> Response | None:
+        """The answer to ``request`` when it is known from the head alone:
+        501 for an unknown method, 405 for a method the route does not
+        take, 404 with neither a route nor a root; None when a handler or
+        the static files will serve it. ``Expect: 100-continue`` is
+        answered with it before the body is sent."""
         if request.method not in KNOWN_METHODS:
             return self.error_response(501, f"method {request.method} not implemented", request=request)
         route = self._routes.get(request.path)
         if route is not None:
-            allowed, handler = route
+            allowed, _ = route
             if request.method not in allowed:
                 return self.error_response(405, headers=[("Allow", ", ".join(sorted(allowed)))], request=request)
-            return to_response(handler(request))  # an exception becomes a 500 in handle()
+            return None
         if self._root is None:
             return self.error_response(404, request=request)
+        return None
+
+    def _dispatch(self, request: Request) -> Response:
+        refusal = self.refusal(request)
+        if refusal is not None:
+            return refusal
+        route = self._routes.get(request.path)
+        if route is not None:
+            return to_response(route[1](request))  # an exception becomes a 500 in handle()
         return self._serve_static(request)
 
     def _serve_static(self, request: Request) -> Response:
