@@ -127,3 +127,57 @@ def test_any_form_body_is_parsed_or_refused_with_a_status(body: bytes) -> None:
 def test_any_cookie_header_parses(values: list[str]) -> None:
     cookies = parse_cookies(values)
     assert all(name and name == name.strip() for name in cookies)
+
+
+# -- from a real browser -----------------------------------------------------------
+
+FORM_PAGE = """<!doctype html><meta charset="utf-8">
+<form id="f" method="post" action="/form">
+  <input name="name" value="Zoë Ünal"><input name="tag" value="a"><input name="tag" value="b&amp;c">
+  <textarea name="note">two
+lines</textarea>
+</form>"""
+
+# The browser encodes the form itself (URLSearchParams of its FormData: the
+# urlencoding a submit uses, without the submit's CRLF line endings), sets a
+# cookie, and follows a redirect to a page that reads the cookie back.
+BROWSE = """(async () => {
+  const form = await (await fetch("/form", {method: "POST", body: new URLSearchParams(new FormData(document.getElementById("f")))})).json();
+  document.cookie = "theme=dark; SameSite=Lax";
+  const after = await fetch("/old");
+  return {form, redirected: after.redirected, cookies: await after.json()};
+})()"""
+
+
+def test_chromium_posts_a_form_and_sends_cookies_through_a_redirect(tmp_path: Any) -> None:
+    from chromium import AVAILABLE, Chromium
+
+    if not AVAILABLE:
+        pytest.skip("chromium is not installed (bash .ci/run installs the Debian package)")
+    server = Server()
+    server.start("127.0.0.1", 0)
+    http = server.http_server
+    http.route("/", handler=lambda request: FORM_PAGE)
+
+    @http.route("/form", methods=("POST",))
+    def form(request: Request) -> dict[str, Any]:
+        fields = request.form()
+        return {"name": fields["name"], "tags": fields.get_all("tag"), "note": fields["note"]}
+
+    http.route("/old", handler=lambda request: redirect("/cookies", 303))
+    http.route("/cookies", handler=lambda request: request.cookies)
+
+    def browse() -> Any:
+        with Chromium(tmp_path / "profile", 60.0) as browser:
+            session = browser.open(http.get_url())
+            return browser.evaluate(session, BROWSE)
+
+    try:
+        outcome = run_client(server, browse, timeout=120.0)
+    finally:
+        server.shutdown()
+    assert outcome == {
+        "form": {"name": "Zoë Ünal", "tags": ["a", "b&c"], "note": "two\nlines"},
+        "redirected": True,
+        "cookies": {"theme": "dark"},
+    }

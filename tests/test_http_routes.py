@@ -153,3 +153,39 @@ def test_get_url(server: Server) -> None:
     server.http_server.route("/hello", handler=lambda request: "hi")
     assert fetch(server, "/hello")[2] == b"hi"
     assert Server().http_server.get_url() is None
+
+
+def test_path_parameters_reach_the_handler_as_keywords(server: Server) -> None:
+    http = server.http_server
+    http.route("/files/{name}", handler=lambda request, name: {"file": name, "params": request.path_params})
+    http.route("/items/{item_id:int}", methods=("GET", "DELETE"), handler=lambda request, item_id: {"id": item_id, "double": item_id * 2})
+    http.route("/items/new", handler=lambda request: "the exact path wins")
+    http.route("/docs/{rest:path}", handler=lambda request, rest: {"rest": rest})
+    http.route("/{a}/and/{b}", handler=lambda request, a, b: [a, b])
+
+    def get(path: str, method: str = "GET") -> tuple[int, Any]:
+        status, headers, body = fetch(server, path, method)
+        return status, json.loads(body) if headers.get("Content-Type") == "application/json" else body
+
+    assert get("/files/r%C3%A9sum%C3%A9.txt") == (200, {"file": "résumé.txt", "params": {"name": "résumé.txt"}})
+    assert get("/items/42") == (200, {"id": 42, "double": 84})
+    assert get("/items/42", "DELETE") == (200, {"id": 42, "double": 84})
+    assert get("/items/42", "POST")[0] == 405
+    assert get("/items/new") == (200, b"the exact path wins")
+    assert get("/items/abc")[0] == 404  # not digits: no route
+    assert get("/files/a/b")[0] == 404  # {name} is one segment
+    assert get("/docs/guide/intro.html") == (200, {"rest": "guide/intro.html"})
+    assert get("/x/and/y") == (200, ["x", "y"])
+
+
+def test_a_route_pattern_that_cannot_work_is_refused_at_once(server: Server) -> None:
+    with pytest.raises(ValueError, match="unknown parameter kind 'float'"):
+        server.http_server.route("/n/{x:float}", handler=lambda request, x: x)
+    with pytest.raises(ValueError, match="appears twice"):
+        server.http_server.route("/{x}/{x}", handler=lambda request, x: x)
+
+
+def test_registering_a_pattern_again_replaces_it(server: Server) -> None:
+    server.http_server.route("/p/{n}", handler=lambda request, n: "first")
+    server.http_server.route("/p/{n}", handler=lambda request, n: "second")
+    assert fetch(server, "/p/1")[2] == b"second"

@@ -40,6 +40,8 @@ class Request:
     raw_path: str = field(init=False)
     query_string: str = field(init=False)
     query: dict[str, str] = field(init=False)
+    #: The parameters of the route that matched (``/items/{id:int}``), by name.
+    path_params: dict[str, Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         raw_path, _, self.query_string = self.target.partition("?")

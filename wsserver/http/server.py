@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Union
 from . import static
 from .request import HttpError, Request
 from .response import Response, error_response
+from .routing import PathPattern
 from .sse import EventStream
 
 if TYPE_CHECKING:
@@ -28,7 +29,9 @@ __all__ = ["HttpServer", "Handler", "HandlerResult", "ErrorPage", "to_response"]
 #: What a route handler may return: text, bytes, JSON-able dict/list, a
 #: Response, an EventStream, or None (204).
 HandlerResult = Union[str, bytes, dict[Any, Any], list[Any], Response, EventStream, None]  # noqa: UP007  (a runtime alias: kept a typing.Union)
-Handler = Callable[[Request], HandlerResult]
+#: A route handler: it takes the request, and a route with parameters
+#: passes each as a keyword argument.
+Handler = Callable[..., HandlerResult]
 #: A custom error page: a file under the root, or ``(request, status) -> result``
 #: (``request`` is None for errors outside routing: a bad request, a timeout, a refused upgrade).
 ErrorPage = Union[str, Callable[[Union[Request, None], int], HandlerResult]]  # noqa: UP007  (a runtime alias: kept a typing.Union)
@@ -64,6 +67,8 @@ class HttpServer:
     def __init__(self, context: ServerContext, root: str | os.PathLike[str] | None = None) -> None:
         self._context = context
         self._routes: dict[str, tuple[frozenset[str], Handler]] = {}
+        # Routes with parameters, tried in the order they were registered.
+        self._patterns: list[tuple[PathPattern, frozenset[str], Handler]] = []
         self.root = root
         self.index = "index.html"
         self.directory_listing = False
@@ -88,7 +93,14 @@ class HttpServer:
         methods: Iterable[str] = ("GET",),
         handler: Handler | None = None,
     ) -> Any:
-        """Register ``handler`` for the exact ``path``; without ``handler``, a decorator.
+        """Register ``handler`` for ``path``; without ``handler``, a decorator.
+
+        ``path`` is exact, or has parameters: ``/files/{name}`` (one path
+        segment), ``/items/{id:int}`` (digits, passed as an ``int``),
+        ``/docs/{rest:path}`` (the rest of the path). Each reaches the
+        handler as a keyword argument (``request.path_params`` has them
+        too). Exact paths win over patterns, and patterns are tried in the
+        order they were registered.
 
         A handler takes the :class:`Request` and returns ``str`` (HTML if it
         starts with ``<``, else plain text), ``bytes``, a ``dict``/``list``
@@ -100,8 +112,14 @@ class HttpServer:
         if "GET" in allowed:
             allowed |= {"HEAD"}
 
+        pattern = PathPattern(path) if PathPattern.has_parameters(path) else None
+
         def register(fn: Handler) -> Handler:
-            self._routes[path] = (allowed, fn)
+            if pattern is None:
+                self._routes[path] = (allowed, fn)
+            else:
+                self._patterns = [entry for entry in self._patterns if entry[0].path != path]
+                self._patterns.append((pattern, allowed, fn))
             return fn
 
         return register(handler) if handler is not None else register
@@ -156,7 +174,7 @@ class HttpServer:
         answered with it before the body is sent."""
         if request.method not in KNOWN_METHODS:
             return self.error_response(501, f"method {request.method} not implemented", request=request)
-        route = self._routes.get(request.path)
+        route = self._find_route(request)
         if route is not None:
             allowed, _ = route
             if request.method not in allowed:
@@ -170,10 +188,22 @@ class HttpServer:
         refusal = self.refusal(request)
         if refusal is not None:
             return refusal
-        route = self._routes.get(request.path)
+        route = self._find_route(request)
         if route is not None:
-            return to_response(route[1](request))  # an exception becomes a 500 in handle()
+            return to_response(route[1](request, **request.path_params))  # an exception becomes a 500 in handle()
         return self._serve_static(request)
+
+    def _find_route(self, request: Request) -> tuple[frozenset[str], Handler] | None:
+        """The route of ``request.path`` (setting ``request.path_params``), or None."""
+        route = self._routes.get(request.path)
+        if route is not None or not self._patterns:
+            return route
+        for pattern, allowed, handler in self._patterns:
+            params = pattern.match(request.path)
+            if params is not None:
+                request.path_params = params
+                return allowed, handler
+        return None
 
     def _serve_static(self, request: Request) -> Response:
         root = self._root
