@@ -9,6 +9,7 @@ too big. Pipelined requests come out one by one, in order.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -90,6 +91,18 @@ class RequestParser:
     :param max_header_bytes: most bytes of header lines in one request (431).
     :param max_header_count: most header lines in one request (431).
     :param max_body_size: largest request body (413).
+    :param body_plan: called with each request once its head is parsed,
+        before any of its body is read: the largest body it may have (413
+        beyond) and whether its body is *streamed*. A streamed request comes
+        out of :meth:`next_request` at once, with an empty ``body``; its body
+        is then taken with :meth:`read_body` until :attr:`body_streaming`
+        turns false. Without a plan, every body is buffered, up to
+        ``max_body_size``.
+
+    A buffered body is assembled as it arrives in one buffer (sized from
+    ``Content-Length`` when there is one), so no call does work that grows
+    with the body's size but the last one, which makes it ``bytes`` with
+    one copy.
     """
 
     def __init__(
@@ -98,17 +111,20 @@ class RequestParser:
         max_header_bytes: int = 64 * 1024,
         max_header_count: int = 100,
         max_body_size: int = 16 * 1024 * 1024,
+        body_plan: Callable[[Request], tuple[int, bool]] | None = None,
     ) -> None:
         self.max_request_line = max_request_line
         self.max_header_bytes = max_header_bytes
         self.max_header_count = max_header_count
         self.max_body_size = max_body_size
+        self.body_plan = body_plan
         self._buffer = bytearray()
         self._scan_from = 0
         # A request whose head is parsed and whose body is still arriving.
         self._pending: Request | None = None
-        self._body_length = 0
-        self._chunked_body: bytearray | None = None
+        self._streaming = False
+        self._body = _BodyDecoder(0, chunked=False, limit=0)
+        self._assembled: bytearray | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buffer += data
@@ -124,6 +140,12 @@ class RequestParser:
         return self._pending
 
     @property
+    def body_streaming(self) -> bool:
+        """Whether the body of the last request returned is still being read
+        (with :meth:`read_body`)."""
+        return self._streaming
+
+    @property
     def buffered_size(self) -> int:
         """Bytes received and not yet parsed into a request."""
         return len(self._buffer)
@@ -136,26 +158,60 @@ class RequestParser:
         return data
 
     def next_request(self) -> Request | None:
-        """The next complete request, or None until more bytes arrive."""
+        """The next complete request (or the head of a streamed one), or
+        None until more bytes arrive."""
+        if self._streaming:
+            raise RuntimeError("the streamed body of the last request is not read yet")
         if self._pending is None:
             head = self._take_head()
             if head is None:
                 return None
-            self._pending = self._parse_head(head)
+            request, length, chunked = self._parse_head(head)
+            limit, streamed = self.body_plan(request) if self.body_plan is not None else (self.max_body_size, False)
+            if length is not None and length > limit:
+                raise HttpError(413, f"request body over {limit} bytes")
+            self._body = _BodyDecoder(length or 0, chunked, limit)
+            if streamed:
+                self._streaming = not self._body.done
+                return request
+            self._pending = request
+            self._assembled = bytearray(length) if length else bytearray() if chunked else None
         request = self._pending
-        if self._chunked_body is not None:
-            if not self._read_chunked():
+        assembled = self._assembled
+        if assembled is not None:
+            body = self._body
+            buf = self._buffer
+            while (size := body.span(buf, len(buf))) > 0:
+                start = body.received - size
+                with memoryview(buf) as view:
+                    if body.chunked:
+                        assembled += view[:size]
+                    else:
+                        assembled[start : start + size] = view[:size]
+                del buf[:size]
+            if not body.done:
                 return None
-            request.body = bytes(self._chunked_body)
-            self._chunked_body = None
-        elif self._body_length:
-            if len(self._buffer) < self._body_length:
-                return None
-            request.body = bytes(self._buffer[: self._body_length])
-            del self._buffer[: self._body_length]
-            self._body_length = 0
+            request.body = bytes(assembled)
+            self._assembled = None
         self._pending = None
         return request
+
+    def read_body(self, max_bytes: int) -> bytes | None:
+        """Up to ``max_bytes`` of the streamed body, or None when none has
+        arrived (or the body is over: :attr:`body_streaming` is then false).
+        Raises :class:`HttpError` for bad chunked coding (400) or a body
+        over its limit (413)."""
+        if not self._streaming:
+            return None
+        buf = self._buffer
+        size = self._body.span(buf, max_bytes)
+        if size == 0:
+            self._streaming = not self._body.done
+            return None
+        with memoryview(buf) as view:
+            piece = bytes(view[:size])
+        del buf[:size]
+        return piece
 
     # -- head ------------------------------------------------------------
 
@@ -186,7 +242,9 @@ class RequestParser:
         self._scan_from = 0
         return head
 
-    def _parse_head(self, head: bytes) -> Request:
+    def _parse_head(self, head: bytes) -> tuple[Request, int | None, bool]:
+        """The request of ``head``, its body's ``Content-Length`` (None if
+        it has none) and whether the body is chunked."""
         request_line, _, header_block = head.partition(b"\r\n")
         if len(request_line) > self.max_request_line:
             raise HttpError(414, "request line too long")
@@ -225,60 +283,96 @@ class RequestParser:
             request = Request(method.decode("ascii"), target_text, version_text, headers)
         except UnicodeDecodeError:
             raise HttpError(400, "request path is not valid UTF-8 once decoded") from None
-        self._prepare_body(headers)
-        return request
+        length, chunked = _body_framing(headers)
+        return request, length, chunked
 
-    def _prepare_body(self, headers: Headers) -> None:
-        transfer = [t.strip().lower() for v in headers.get_all("Transfer-Encoding") for t in v.split(",")]
-        lengths = {v.strip() for v in headers.get_all("Content-Length")}
-        if transfer:
-            if lengths:
-                raise HttpError(400, "both Transfer-Encoding and Content-Length")
-            if transfer != ["chunked"]:
-                raise HttpError(501, "only the chunked transfer coding is supported")
-            self._chunked_body = bytearray()
-            return
-        if not lengths:
-            return
-        if len(lengths) > 1 or not all(c in "0123456789" for c in next(iter(lengths))) or not next(iter(lengths)):
-            raise HttpError(400, "invalid Content-Length")
-        length = int(next(iter(lengths)))
-        if length > self.max_body_size:
-            raise HttpError(413, f"request body over {self.max_body_size} bytes")
-        self._body_length = length
 
-    # -- chunked body ----------------------------------------------------
+def _body_framing(headers: Headers) -> tuple[int | None, bool]:
+    """The body's ``Content-Length`` (None without one) and whether it is
+    chunked (RFC 9112 section 6.3)."""
+    transfer = [t.strip().lower() for v in headers.get_all("Transfer-Encoding") for t in v.split(",")]
+    lengths = {v.strip() for v in headers.get_all("Content-Length")}
+    if transfer:
+        if lengths:
+            raise HttpError(400, "both Transfer-Encoding and Content-Length")
+        if transfer != ["chunked"]:
+            raise HttpError(501, "only the chunked transfer coding is supported")
+        return None, True
+    if not lengths:
+        return None, False
+    if len(lengths) > 1 or not all(c in "0123456789" for c in next(iter(lengths))) or not next(iter(lengths)):
+        raise HttpError(400, "invalid Content-Length")
+    return int(next(iter(lengths))), False
 
-    def _read_chunked(self) -> bool:
-        """Decode as many chunks as are buffered; True once the last one is read."""
-        buf = self._buffer
-        body = self._chunked_body
-        assert body is not None
-        while True:
-            line_end = buf.find(b"\r\n")
-            if line_end < 0:
-                if len(buf) > 1024:
-                    raise HttpError(400, "chunk size line too long")
+
+class _BodyDecoder:
+    """Where the body data is in a connection's buffer: it strips the
+    chunked coding's framing (RFC 9112 section 7.1) from the front of the
+    buffer as it comes, and counts the data against the body's limit."""
+
+    __slots__ = ("chunked", "limit", "received", "done", "_data_left", "_after_data", "_in_trailer")
+
+    def __init__(self, length: int, chunked: bool, limit: int) -> None:
+        self.chunked = chunked
+        self.limit = limit
+        #: Body bytes handed out so far (by :meth:`span`).
+        self.received = 0
+        self.done = not chunked and not length
+        # Bytes of data still to come: the rest of the Content-Length, or of the current chunk.
+        self._data_left = length
+        self._after_data = False  # a chunk's data ended: its CRLF comes next
+        self._in_trailer = False
+
+    def span(self, buf: bytearray, max_bytes: int) -> int:
+        """How many bytes at the front of ``buf`` are body data (at most
+        ``max_bytes``; 0 when none is there yet, or the body is over). The
+        caller takes them and deletes them from ``buf``; they count as
+        received."""
+        while not self._data_left:
+            if self.done or not self._next_chunk(buf):
+                return 0
+        size = min(self._data_left, len(buf), max_bytes)
+        self._data_left -= size
+        self.received += size
+        if not self._data_left and not self.chunked:
+            self.done = True
+        return size
+
+    def _next_chunk(self, buf: bytearray) -> bool:
+        """Strip framing up to the next chunk's data or the body's end;
+        False while more bytes are needed."""
+        if self._in_trailer:
+            # The trailer section, ended by an empty line, is skipped.
+            end = 0 if buf[:2] == b"\r\n" else buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > 64 * 1024:
+                    raise HttpError(431, "chunked trailer too large")
                 return False
-            match = _CHUNK_SIZE.fullmatch(bytes(buf[:line_end]))
-            if not match:
-                raise HttpError(400, "malformed chunk size")
-            size = int(match.group(1), 16)
-            if size == 0:
-                # Skip the trailer section up to its empty line.
-                end = buf.find(b"\r\n\r\n", line_end)
-                if end < 0:
-                    if len(buf) > self.max_header_bytes:
-                        raise HttpError(431, "chunked trailer too large")
-                    return False
-                del buf[: end + 4]
-                return True
-            if len(body) + size > self.max_body_size:
-                raise HttpError(413, f"request body over {self.max_body_size} bytes")
-            if len(buf) < line_end + 2 + size + 2:
+            del buf[: end + (2 if end == 0 else 4)]
+            self.done = True
+            return True
+        if self._after_data:
+            if len(buf) < 2:
                 return False
-            start = line_end + 2
-            if buf[start + size : start + size + 2] != b"\r\n":
+            if buf[:2] != b"\r\n":
                 raise HttpError(400, "chunk not followed by CRLF")
-            body += buf[start : start + size]
-            del buf[: start + size + 2]
+            del buf[:2]
+            self._after_data = False
+        line_end = buf.find(b"\r\n")
+        if line_end < 0:
+            if len(buf) > 1024:
+                raise HttpError(400, "chunk size line too long")
+            return False
+        match = _CHUNK_SIZE.fullmatch(bytes(buf[:line_end]))
+        if not match:
+            raise HttpError(400, "malformed chunk size")
+        size = int(match.group(1), 16)
+        del buf[: line_end + 2]
+        if size == 0:
+            self._in_trailer = True
+            return True
+        if self.received + size > self.limit:
+            raise HttpError(413, f"request body over {self.limit} bytes")
+        self._data_left = size
+        self._after_data = True
+        return True
