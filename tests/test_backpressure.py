@@ -137,7 +137,14 @@ def test_on_drain_paces_a_sender_even_with_a_small_limit(harness):
     received: list[str] = []
 
     def read_all() -> None:
-        with connect(h.url + "paced", max_size=None, compression=None) as ws:  # bytes as sent: the backlog must build up
+        # A small receive window too (set before connecting, so the
+        # handshake offers it): otherwise the kernel may take all 400 KB
+        # into the reader's buffer at once and the server never has to stop.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(h.server.get_local_ip())
+        with connect(h.url + "paced", sock=sock, max_size=None, compression=None) as ws:  # bytes as sent: the backlog must build up
             while len(received) < total:
                 received.append(ws.recv(timeout=10))
 
