@@ -45,7 +45,7 @@ def exchange(server: Server, talk: Callable[[socket.socket], object]) -> object:
 
 @pytest.fixture
 def upload(server: Server) -> Server:
-    server.http_server.route("/upload", methods=("POST",), handler=lambda request: f"{len(request.body)} bytes")
+    server.http_server.route("/upload", methods=("POST",), handler=lambda request: f"{len(request.body)} bytes", max_body_size=8 * 1024 * 1024)
     return server
 
 

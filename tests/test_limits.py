@@ -29,7 +29,7 @@ DEFAULTS = {
     "max_request_line": 8 * 1024,
     "max_header_bytes": 64 * 1024,
     "max_header_count": 100,
-    "max_body_size": 16 * 1024 * 1024,
+    "max_body_size": 1024 * 1024,
     "handshake_timeout": 10.0,
     "keepalive_timeout": 15.0,
     "close_timeout": 10.0,

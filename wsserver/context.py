@@ -83,6 +83,7 @@ class ServerContext:
             max_header_bytes=server.max_header_bytes,
             max_header_count=server.max_header_count,
             max_body_size=server.max_body_size,
+            body_plan=server.http_server.body_plan,
         )
 
     # -- the registry ------------------------------------------------------

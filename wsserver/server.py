@@ -83,7 +83,12 @@ class Server:
     :param max_request_line: longest HTTP request line in bytes (414 beyond).
     :param max_header_bytes: most bytes of HTTP header lines (431 beyond).
     :param max_header_count: most HTTP header lines in one request (431 beyond).
-    :param max_body_size: largest HTTP request body in bytes (413 beyond).
+    :param max_body_size: largest HTTP request body in bytes that a route
+        takes whole (413 beyond; a route sets its own, and a route that
+        streams its body defaults to 4 GiB). A whole body is made into
+        ``bytes`` with one copy when it is complete, about 0.25 to 0.7 ms
+        per MiB here, in one poll step: the 1 MiB default keeps that step
+        within the budget.
     :param handshake_timeout: seconds from accept for the first request (and
         from the first byte for later ones) to arrive whole.
     :param keepalive_timeout: seconds an idle HTTP keep-alive connection is kept.
@@ -146,7 +151,7 @@ class Server:
         max_request_line: int = 8 * 1024,
         max_header_bytes: int = 64 * 1024,
         max_header_count: int = 100,
-        max_body_size: int = 16 * 1024 * 1024,
+        max_body_size: int = 1024 * 1024,
         handshake_timeout: float | None = 10.0,
         keepalive_timeout: float | None = 15.0,
         close_timeout: float = 10.0,

@@ -6,7 +6,9 @@ It feeds the socket's bytes to the incremental
 the application's :class:`~wsserver.http.server.HttpServer`, frames the
 answer with :func:`~wsserver.http.framing.plan_response` and streams long
 bodies a slice at a time within the poll budget. Pipelined requests are
-served in a loop, in order. An upgrade request that is accepted hands the
+served in a loop, in order. The body of a route that streams it goes to
+a :class:`~wsserver.http.uploads.BodyReceiver` a slice at a time, also
+within the budget. An upgrade request that is accepted hands the
 connection to a :class:`~wsserver.drivers.websocket.WebSocketDriver`.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..client import UpgradeResponse
@@ -23,6 +26,7 @@ from ..http.policy import host_allowed, origin_allowed
 from ..http.request import HttpError, Request
 from ..http.response import Response, render_head
 from ..http.sse import EventStream
+from ..http.uploads import BodyReceiver, delete_in_slices
 from ..protocol import HandshakeError, PerMessageDeflate, negotiate, parse_upgrade
 from ..protocol.handshake import accept_headers, is_upgrade_request
 from ..reactor import Stream
@@ -32,13 +36,15 @@ if TYPE_CHECKING:
     from ..context import ServerContext
     from ..reactor import Timer
 
-__all__ = ["HttpDriver", "REQUESTS_PER_TURN"]
+__all__ = ["HttpDriver", "REQUESTS_PER_TURN", "UPLOAD_SLICE"]
 
 logger = logging.getLogger("wsserver")
 
 #: Pipelined requests one turn answers at most; the rest wait for the
 #: connection's next turn, behind the other ready connections.
 REQUESTS_PER_TURN = 32
+#: The bytes of a streamed body handed to its receiver at a time.
+UPLOAD_SLICE = 64 * 1024
 
 
 class HttpDriver:
@@ -61,6 +67,9 @@ class HttpDriver:
         self._turn_pending = False  # pipelined requests wait for the next turn
         # The request whose Expect header was answered (its body is coming).
         self._expectation_met: Request | None = None
+        # The streamed body being received, and when it last made progress.
+        self._upload: BodyReceiver | None = None
+        self._upload_progress = 0.0
         # The request timeout (from accept, or from a request's first byte)
         # or, between requests, the keep-alive timeout.
         self._timer: Timer | None = None
@@ -76,7 +85,15 @@ class HttpDriver:
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._body is None:
+        if self._upload is not None:
+            # A streamed body may take long: only a stall of the timeout ends it.
+            timeout = self.context.server.handshake_timeout or 0.0
+            idle = self.reactor.time() - self._upload_progress
+            if idle < timeout:
+                self._set_timer(timeout - idle)
+            else:
+                self._fail_upload(HttpError(408, "request body stalled"))
+        elif self._body is None:
             if self.parser.has_partial_request:
                 self._send_error(408, "request not received in time")
             else:
@@ -89,6 +106,8 @@ class HttpDriver:
             # The first byte of a new request on a kept-alive connection.
             self._set_timer(self.context.server.handshake_timeout)
         self.parser.feed(data)
+        if self._upload is not None:
+            self._upload_progress = self.reactor.time()
         self._serve_requests()
 
     def eof_received(self) -> bool:
@@ -120,6 +139,7 @@ class HttpDriver:
             self._grace_timer.cancel()
             self._grace_timer = None
         self._release_body()
+        self._abort_upload()
         self.context.connection_lost(self)
 
     def shutdown(self) -> None:
@@ -135,11 +155,13 @@ class HttpDriver:
     def _serve_requests(self) -> None:
         """Answer the complete requests received, in order, until one needs
         more time (a streamed answer) or the connection ends or upgrades."""
+        if self._upload is not None and not self._pump_upload():
+            return
         parser = self.parser
         context = self.context
         reactor = self.reactor
         served = 0
-        while self._body is None and not self._upgraded and not self.stream.is_closing:
+        while self._body is None and self._upload is None and not self._upgraded and not self.stream.is_closing:
             if served and (served >= REQUESTS_PER_TURN or reactor.time() >= reactor.step_deadline):
                 if parser.has_partial_request or parser.buffered_size:
                     # Many pipelined requests: the others get their turn first.
@@ -174,11 +196,105 @@ class HttpDriver:
                     self._send_error(404, "no WebSocket on this path", request=request)
             else:
                 self._keep_alive = request.keep_alive and not context.stopping
-                self._respond(request, context.server.http_server.handle(request))
+                try:
+                    # A route that streams its body, and a body to stream.
+                    receiver = context.server.http_server.body_receiver(request) if parser.body_streaming else None
+                except HttpError as exc:
+                    self._send_error(exc.status, exc.message, request=request)
+                    return
+                if receiver is None:
+                    self._respond(request, context.server.http_server.handle(request))
+                elif not self._start_upload(receiver):
+                    return
         if self._body is not None and parser.buffered_size > parser.max_request_line + parser.max_header_bytes:
             # A client that keeps pipelining while a long answer streams:
             # read no more until the answer is done, so the backlog stays bounded.
             self.stream.pause_reading()
+
+    # -- streamed bodies in ---------------------------------------------------
+
+    def _start_upload(self, receiver: BodyReceiver) -> bool:
+        """Receive a streamed body; return whether it is all in and answered."""
+        self._upload = receiver
+        self._upload_progress = self.reactor.time()
+        self._meet_expectation(receiver.request)
+        if self.stream.is_closing:  # an expectation it cannot meet
+            self._abort_upload()
+            return True
+        self._set_timer(self.context.server.handshake_timeout)
+        return self._pump_upload()
+
+    def _pump_upload(self) -> bool:
+        """Hand the body's bytes to the receiver a slice at a time until the
+        poll step's budget is spent (the rest waits for the connection's
+        next turn, reading paused, so the backlog stays bounded); once the
+        body is whole, run the handler and answer. Return whether the
+        upload is over."""
+        upload = self._upload
+        assert upload is not None
+        parser = self.parser
+        reactor = self.reactor
+        try:
+            while (piece := parser.read_body(UPLOAD_SLICE)) is not None:
+                upload.feed(piece)
+                if reactor.time() >= reactor.step_deadline and parser.buffered_size:
+                    self._turn_pending = True
+                    self.stream.pause_reading()
+                    self.stream.request_turn()
+                    return False
+            if parser.body_streaming:
+                if self._input_ended:
+                    raise HttpError(400, "the connection's input ended before the body")
+                return False
+            upload.finish()
+        except HttpError as exc:
+            self._fail_upload(exc)
+            return True
+        except Exception as exc:  # a sink failed: a full disk, the application's code
+            self.context.report_error(None, exc)
+            self._fail_upload(HttpError(500, "the upload could not be stored"))
+            return True
+        self._upload = None
+        self._set_timer(None)
+        request = upload.request
+        try:
+            response = self.context.server.http_server.handle(request)
+        finally:
+            self._delete_files(upload.release())
+        self._respond(request, response)
+        return True
+
+    def _fail_upload(self, error: HttpError) -> None:
+        request = self._upload.request if self._upload is not None else None
+        self._abort_upload()
+        self._send_error(error.status, error.message, request=request)
+
+    def _abort_upload(self) -> None:
+        """Discard the body being received (temporary files, sinks)."""
+        upload, self._upload = self._upload, None
+        if upload is None:
+            return
+        try:
+            upload.abort()
+        except Exception as exc:  # an application sink's close() or discard()
+            self.context.report_error(None, exc)
+        self._delete_files(upload.release())
+
+    def _delete_files(self, paths: list[Path]) -> None:
+        """Delete temporary files a slice per poll step, so that no step
+        frees a whole big file (see :func:`delete_in_slices`)."""
+        for path in paths:
+            self._delete_step(delete_in_slices(path))
+
+    def _delete_step(self, steps: Iterator[None]) -> None:
+        try:
+            next(steps)
+        except StopIteration:
+            return
+        except OSError as exc:
+            self.context.report_error(None, exc)
+            return
+        self.reactor.call_later(0, self._delete_step, steps)
 
     def _meet_expectation(self, request: Request) -> None:
         """Answer ``Expect: 100-continue`` (RFC 9110 section 10.1.1) once the

@@ -9,28 +9,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from .errors import HttpError
 
-__all__ = ["FormData", "parse_form", "parse_json", "parse_cookies", "MAX_FORM_FIELDS"]
+__all__ = ["MultiValueDict", "FormData", "parse_form", "parse_json", "parse_cookies", "MAX_FORM_FIELDS"]
 
 #: Most fields :func:`parse_form` takes from one body (413 beyond).
 MAX_FORM_FIELDS = 1000
 
 
-class FormData(Mapping[str, str]):
-    """Form fields in the order they came. ``form[name]`` is a field's last
-    value (as ``request.query``); :meth:`get_all` gives every value."""
+V = TypeVar("V")
+
+
+class MultiValueDict(Mapping[str, V]):
+    """Named values in the order they came, a name possibly repeated:
+    ``d[name]`` is a name's last value (as ``request.query``);
+    :meth:`get_all` gives every value."""
 
     __slots__ = ("_fields", "_last")
 
-    def __init__(self, fields: list[tuple[str, str]]) -> None:
+    def __init__(self, fields: list[tuple[str, V]]) -> None:
         self._fields = fields
         self._last = dict(fields)
 
-    def __getitem__(self, name: str) -> str:
+    def __getitem__(self, name: str) -> V:
         return self._last[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -39,16 +43,23 @@ class FormData(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._last)
 
-    def get_all(self, name: str) -> list[str]:
+    def get_all(self, name: str) -> list[V]:
         """Every value of ``name``, in order (empty if there is none)."""
         return [value for key, value in self._fields if key == name]
 
-    def items_all(self) -> list[tuple[str, str]]:
+    def items_all(self) -> list[tuple[str, V]]:
         """Every ``(name, value)`` pair, repeated names included, in order."""
         return list(self._fields)
 
     def __repr__(self) -> str:
-        return f"FormData({self._fields!r})"
+        return f"{type(self).__name__}({self._fields!r})"
+
+
+class FormData(MultiValueDict[str]):
+    """Form fields in the order they came. ``form[name]`` is a field's last
+    value; :meth:`get_all` gives every value."""
+
+    __slots__ = ()
 
 
 def media_type(content_type: str | None) -> str:

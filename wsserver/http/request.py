@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote
 from .errors import HttpError
 from .forms import MAX_FORM_FIELDS, FormData, parse_cookies, parse_form, parse_json
 from .headers import Headers
+from .uploads import Files, UploadedFile
 
 __all__ = ["HttpError", "Request", "RequestParser"]
 
@@ -43,6 +44,12 @@ class Request:
     query: dict[str, str] = field(init=False)
     #: The parameters of the route that matched (``/items/{id:int}``), by name.
     path_params: dict[str, Any] = field(init=False, default_factory=dict)
+    #: The files of a streamed ``multipart/form-data`` body, by field name
+    #: (see ``HttpServer.route(stream=True)``); empty for other requests.
+    files: Files = field(init=False, default_factory=lambda: Files([]))
+    #: A streamed body of another content type, received whole into one file.
+    body_file: UploadedFile | None = field(init=False, default=None)
+    _form: FormData | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         raw_path, _, self.query_string = self.target.partition("?")
@@ -51,11 +58,19 @@ class Request:
         self.query = dict(parse_qsl(self.query_string, keep_blank_values=True))
 
     def form(self, max_fields: int = MAX_FORM_FIELDS) -> FormData:
-        """The fields of an ``application/x-www-form-urlencoded`` body.
-        Raises :class:`HttpError` (answered as such when a route lets it
-        through): 400 for another content type or a field that is not
-        UTF-8, 413 for more than ``max_fields`` fields."""
+        """The fields of an ``application/x-www-form-urlencoded`` body, or
+        the text fields of a streamed ``multipart/form-data`` one (its
+        files are in :attr:`files`). Raises :class:`HttpError` (answered
+        as such when a route lets it through): 400 for another content
+        type or a field that is not UTF-8, 413 for more than ``max_fields``
+        fields."""
+        if self._form is not None:
+            return self._form
         return parse_form(self.body, self.headers.get("Content-Type"), max_fields)
+
+    def set_form(self, form: FormData) -> None:
+        """What :meth:`form` returns from now on (the fields of a multipart body)."""
+        self._form = form
 
     def json(self) -> Any:
         """The value of a JSON body. Raises :class:`HttpError` 400 for
@@ -102,7 +117,7 @@ class RequestParser:
     A buffered body is assembled as it arrives in one buffer (sized from
     ``Content-Length`` when there is one), so no call does work that grows
     with the body's size but the last one, which makes it ``bytes`` with
-    one copy.
+    one copy (as a WebSocket message is).
     """
 
     def __init__(
@@ -110,7 +125,7 @@ class RequestParser:
         max_request_line: int = 8 * 1024,
         max_header_bytes: int = 64 * 1024,
         max_header_count: int = 100,
-        max_body_size: int = 16 * 1024 * 1024,
+        max_body_size: int = 1024 * 1024,
         body_plan: Callable[[Request], tuple[int, bool]] | None = None,
     ) -> None:
         self.max_request_line = max_request_line
@@ -132,7 +147,7 @@ class RequestParser:
     @property
     def has_partial_request(self) -> bool:
         """Whether bytes of a request that is not complete yet are buffered."""
-        return bool(self._buffer) or self._pending is not None
+        return bool(self._buffer) or self._pending is not None or self._streaming
 
     @property
     def awaiting_body(self) -> Request | None:
@@ -169,8 +184,8 @@ class RequestParser:
             request, length, chunked = self._parse_head(head)
             limit, streamed = self.body_plan(request) if self.body_plan is not None else (self.max_body_size, False)
             if length is not None and length > limit:
-                raise HttpError(413, f"request body over {limit} bytes")
-            self._body = _BodyDecoder(length or 0, chunked, limit)
+                raise HttpError(413, _too_large(limit, streamed))
+            self._body = _BodyDecoder(length or 0, chunked, limit, _too_large(limit, streamed))
             if streamed:
                 self._streaming = not self._body.done
                 return request
@@ -287,6 +302,12 @@ class RequestParser:
         return request, length, chunked
 
 
+def _too_large(limit: int, streamed: bool) -> str:
+    if streamed:
+        return f"request body over {limit} bytes"
+    return f"request body over {limit} bytes (a route takes more with max_body_size, or streams it with stream=True)"
+
+
 def _body_framing(headers: Headers) -> tuple[int | None, bool]:
     """The body's ``Content-Length`` (None without one) and whether it is
     chunked (RFC 9112 section 6.3)."""
@@ -310,11 +331,12 @@ class _BodyDecoder:
     chunked coding's framing (RFC 9112 section 7.1) from the front of the
     buffer as it comes, and counts the data against the body's limit."""
 
-    __slots__ = ("chunked", "limit", "received", "done", "_data_left", "_after_data", "_in_trailer")
+    __slots__ = ("chunked", "limit", "too_large", "received", "done", "_data_left", "_after_data", "_in_trailer")
 
-    def __init__(self, length: int, chunked: bool, limit: int) -> None:
+    def __init__(self, length: int, chunked: bool, limit: int, too_large: str = "") -> None:
         self.chunked = chunked
         self.limit = limit
+        self.too_large = too_large  # the 413's message
         #: Body bytes handed out so far (by :meth:`span`).
         self.received = 0
         self.done = not chunked and not length
@@ -372,7 +394,7 @@ class _BodyDecoder:
             self._in_trailer = True
             return True
         if self.received + size > self.limit:
-            raise HttpError(413, f"request body over {self.limit} bytes")
+            raise HttpError(413, self.too_large)
         self._data_left = size
         self._after_data = True
         return True

@@ -12,14 +12,16 @@ from __future__ import annotations
 import mimetypes
 import os
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from . import static
+from . import static, uploads
 from .request import HttpError, Request
 from .response import Response, error_response
 from .routing import PathPattern
 from .sse import EventStream
+from .uploads import BodyReceiver, SinkFactory
 
 if TYPE_CHECKING:
     from ..context import ServerContext
@@ -43,6 +45,16 @@ _READ_ONLY = ("GET", "HEAD")
 _MAX_ERROR_PAGE = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class _Route:
+    methods: frozenset[str]
+    handler: Handler
+    #: False (the body is buffered), True (streamed to temporary files) or a sink factory.
+    stream: bool | SinkFactory
+    #: The route's body size limit, or None for the server's.
+    max_body_size: int | None
+
+
 class HttpServer:
     """Routes and static files, served on the WebSocket server's port.
 
@@ -62,13 +74,15 @@ class HttpServer:
         handler returns.
     :ivar websocket_paths: the paths where a WebSocket upgrade is accepted,
         or None for every path (others get 404).
+    :ivar upload_dir: where streamed uploads are written while they arrive
+        (None: the system's temporary directory).
     """
 
     def __init__(self, context: ServerContext, root: str | os.PathLike[str] | None = None) -> None:
         self._context = context
-        self._routes: dict[str, tuple[frozenset[str], Handler]] = {}
+        self._routes: dict[str, _Route] = {}
         # Routes with parameters, tried in the order they were registered.
-        self._patterns: list[tuple[PathPattern, frozenset[str], Handler]] = []
+        self._patterns: list[tuple[PathPattern, _Route]] = []
         self.root = root
         self.index = "index.html"
         self.directory_listing = False
@@ -76,6 +90,7 @@ class HttpServer:
         self.fallback: str | None = None
         self.error_pages: dict[int, ErrorPage] = {}
         self.websocket_paths: Collection[str] | None = None
+        self.upload_dir: str | None = None
 
     @property
     def root(self) -> Path | None:
@@ -92,6 +107,9 @@ class HttpServer:
         path: str,
         methods: Iterable[str] = ("GET",),
         handler: Handler | None = None,
+        *,
+        stream: bool | SinkFactory = False,
+        max_body_size: int | None = None,
     ) -> Any:
         """Register ``handler`` for ``path``; without ``handler``, a decorator.
 
@@ -107,19 +125,37 @@ class HttpServer:
         (JSON), a :class:`Response`, an :class:`EventStream`, or None (204).
         One that raises gives 500 and the exception goes to ``on_error``.
         ``GET`` routes answer ``HEAD`` too.
+
+        By default the body is received whole before the handler runs, up
+        to ``max_body_size`` (the server's when None; 413 beyond). With
+        ``stream=True`` it is received as it arrives, a slice at a time
+        within the poll budget, and never whole in memory: the files of a
+        ``multipart/form-data`` body go to temporary files, in
+        ``request.files`` (:class:`~wsserver.http.uploads.UploadedFile`),
+        its text fields to ``request.form()``; any other body goes to one
+        file, ``request.body_file``. The handler runs once the body is
+        whole, and the temporary files are deleted when it returns unless it
+        keeps them with ``UploadedFile.save()``. ``stream`` may instead be a function
+        ``(request, part) -> sink`` that opens where each file's bytes go
+        (see :class:`~wsserver.http.uploads.Sink`). A streamed route's
+        ``max_body_size`` defaults to
+        :data:`~wsserver.http.uploads.MAX_UPLOAD_SIZE` (4 GiB). Multipart
+        needs ``python-multipart`` (``pip install wsserver[multipart]``).
         """
         allowed = frozenset(m.upper() for m in methods)
         if "GET" in allowed:
             allowed |= {"HEAD"}
-
+        if stream is not False:
+            uploads.require_multipart()
         pattern = PathPattern(path) if PathPattern.has_parameters(path) else None
 
         def register(fn: Handler) -> Handler:
+            entry = _Route(allowed, fn, stream, max_body_size)
             if pattern is None:
-                self._routes[path] = (allowed, fn)
+                self._routes[path] = entry
             else:
-                self._patterns = [entry for entry in self._patterns if entry[0].path != path]
-                self._patterns.append((pattern, allowed, fn))
+                self._patterns = [(p, r) for p, r in self._patterns if p.path != path]
+                self._patterns.append((pattern, entry))
             return fn
 
         return register(handler) if handler is not None else register
@@ -176,9 +212,8 @@ class HttpServer:
             return self.error_response(501, f"method {request.method} not implemented", request=request)
         route = self._find_route(request)
         if route is not None:
-            allowed, _ = route
-            if request.method not in allowed:
-                return self.error_response(405, headers=[("Allow", ", ".join(sorted(allowed)))], request=request)
+            if request.method not in route.methods:
+                return self.error_response(405, headers=[("Allow", ", ".join(sorted(route.methods)))], request=request)
             return None
         if self._root is None:
             return self.error_response(404, request=request)
@@ -190,19 +225,42 @@ class HttpServer:
             return refusal
         route = self._find_route(request)
         if route is not None:
-            return to_response(route[1](request, **request.path_params))  # an exception becomes a 500 in handle()
+            return to_response(route.handler(request, **request.path_params))  # an exception becomes a 500 in handle()
         return self._serve_static(request)
 
-    def _find_route(self, request: Request) -> tuple[frozenset[str], Handler] | None:
+    def body_plan(self, request: Request) -> tuple[int, bool]:
+        """Decided once ``request``'s head is in: the largest body it may
+        have, and whether the body is streamed (to a route registered with
+        ``stream``) rather than buffered."""
+        route = self._find_route(request)
+        if route is None or request.method not in route.methods:
+            return self._context.server.max_body_size, False
+        streamed = route.stream is not False
+        if route.max_body_size is not None:
+            return route.max_body_size, streamed
+        return (uploads.MAX_UPLOAD_SIZE if streamed else self._context.server.max_body_size), streamed
+
+    def body_receiver(self, request: Request) -> BodyReceiver | None:
+        """Where the body of ``request`` goes as it arrives, when its route
+        streams it (None when it is buffered). Raises :class:`HttpError`
+        for a body it refuses from the head (a multipart type without a
+        boundary)."""
+        route = self._find_route(request)
+        if route is None or route.stream is False or request.method not in route.methods:
+            return None
+        sink_factory = None if route.stream is True else route.stream
+        return uploads.body_receiver(request, sink_factory, self.upload_dir)
+
+    def _find_route(self, request: Request) -> _Route | None:
         """The route of ``request.path`` (setting ``request.path_params``), or None."""
         route = self._routes.get(request.path)
         if route is not None or not self._patterns:
             return route
-        for pattern, allowed, handler in self._patterns:
+        for pattern, entry in self._patterns:
             params = pattern.match(request.path)
             if params is not None:
                 request.path_params = params
-                return allowed, handler
+                return entry
         return None
 
     def _serve_static(self, request: Request) -> Response:
