@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 
 from chromium import AVAILABLE, Chromium
 from conftest import DEADLINE, Recorder, pump_until, run_client
-from wsserver import Client, Message, Server
+from wsserver import Client, Message, Response, Server
 
 trustme = pytest.importorskip("trustme")
 
@@ -108,6 +108,26 @@ def test_https_page_with_keep_alive_and_a_range(tls_server: Server, client_ssl: 
         return [first.status, b"served over TLS" in page, second.status, part, same]
 
     assert run_client(tls_server, client) == [200, True, 206, b"<!doctype html>", True]
+
+
+def test_cookies_over_https_are_secure_by_default(tls_server: Server, client_ssl: ssl.SSLContext) -> None:
+    def remember(request: Any) -> Any:
+        response = Response("ok")
+        response.set_cookie("theme", "dark")
+        response.set_cookie("plain", "1", secure=False)
+        return response
+
+    tls_server.http_server.route("/remember", handler=remember)
+
+    def client() -> list[str]:
+        connection = http.client.HTTPSConnection("127.0.0.1", tls_server.get_local_ip()[1], context=client_ssl, timeout=DEADLINE)
+        try:
+            connection.request("GET", "/remember")
+            return connection.getresponse().headers.get_all("Set-Cookie") or []
+        finally:
+            connection.close()
+
+    assert run_client(tls_server, client) == ["theme=dark; Path=/; Secure; HttpOnly; SameSite=Lax", "plain=1; Path=/; HttpOnly; SameSite=Lax"]
 
 
 def test_plain_http_and_plain_ws_on_the_tls_port_fail_cleanly(

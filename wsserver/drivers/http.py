@@ -189,6 +189,7 @@ class HttpDriver:
                 logger.warning("refused a request for Host %r from %s (not an allowed host; see allowed_hosts)", host, request.client_address[0])
                 self._send_error(421, f"host {host!r} is not served here", request=request)
                 return
+            context.server.http_server.open_session(request)
             if is_upgrade_request(request.headers):
                 if context.server.http_server.accepts_websocket(request.path):
                     self._upgrade(request)
@@ -333,7 +334,7 @@ class HttpDriver:
     def _respond(self, request: Request | None, response: Response) -> None:
         """Write ``response``: whole, or its head and as much of its streamed
         body as the socket takes now (the rest follows as it drains)."""
-        plan = plan_response(response, request, self._keep_alive)
+        plan = plan_response(response, request, self._keep_alive, tls=self.context.secure)
         self._keep_alive = plan.keep_alive
         self._framing = plan.framing
         self.stream.write(plan.head)

@@ -47,7 +47,7 @@ class ResponsePlan:
     keep_alive: bool
 
 
-def plan_response(response: Response, request: Request | None, keep_alive: bool, date: str | None = None) -> ResponsePlan:
+def plan_response(response: Response, request: Request | None, keep_alive: bool, date: str | None = None, tls: bool = False) -> ResponsePlan:
     """Render the head of ``response`` and choose the framing of its body.
 
     :param request: the request answered, or None for the error answer to
@@ -56,6 +56,7 @@ def plan_response(response: Response, request: Request | None, keep_alive: bool,
         caller knows (the request's own wish, the server not stopping, not
         an error answer); the plan's ``keep_alive`` may only turn it off.
     :param date: the ``Date`` value, :func:`~.response.http_date` by default.
+    :param tls: whether the connection is TLS (cookies are then ``Secure`` by default).
 
     The head starts with ``Date`` and ``Server``, then the response's
     headers, then the framing and ``Connection`` headers chosen here.
@@ -63,6 +64,8 @@ def plan_response(response: Response, request: Request | None, keep_alive: bool,
     headers = Headers([("Date", http_date() if date is None else date), ("Server", SERVER_NAME)])
     for name, value in response.headers.raw_items():
         headers.add(name, value)
+    for cookie in response.cookies:
+        headers.add("Set-Cookie", cookie.header_value(tls))
     body = response.body
     http10 = request is not None and request.version == "HTTP/1.0"
     # After a request that could not be parsed, where the next one starts is

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote
 from .errors import HttpError
 from .forms import MAX_FORM_FIELDS, FormData, parse_cookies, parse_form, parse_json
 from .headers import Headers
+from .sessions import Session
 from .uploads import Files, UploadedFile
 
 __all__ = ["HttpError", "Request", "RequestParser"]
@@ -50,6 +51,7 @@ class Request:
     #: A streamed body of another content type, received whole into one file.
     body_file: UploadedFile | None = field(init=False, default=None)
     _form: FormData | None = field(init=False, default=None, repr=False)
+    _session: Session | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         raw_path, _, self.query_string = self.target.partition("?")
@@ -76,6 +78,19 @@ class Request:
         """The value of a JSON body. Raises :class:`HttpError` 400 for
         another content type or a body that is not JSON."""
         return parse_json(self.body, self.headers.get("Content-Type"))
+
+    @property
+    def session(self) -> Session:
+        """The signed session cookie's values (see :mod:`wsserver.http.sessions`).
+        Raises ``LookupError`` when the server has no sessions
+        (``server.http_server.sessions = Sessions()`` turns them on)."""
+        if self._session is None:
+            raise LookupError("sessions are off: server.http_server.sessions = wsserver.http.Sessions() turns them on")
+        return self._session
+
+    @session.setter
+    def session(self, session: Session) -> None:
+        self._session = session
 
     @cached_property
     def cookies(self) -> dict[str, str]:

@@ -7,9 +7,12 @@ import email.utils
 import http
 import json
 from collections.abc import Iterable
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .headers import Headers
+
+if TYPE_CHECKING:
+    from .cookies import Cookie
 
 __all__ = ["Response", "Body", "redirect", "reason_phrase", "render_head", "error_response", "SERVER_NAME"]
 
@@ -38,7 +41,7 @@ class Response:
     ``text/plain``; :meth:`json` builds a JSON answer.
     """
 
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("status", "headers", "body", "cookies")
 
     def __init__(
         self,
@@ -55,6 +58,35 @@ class Response:
         self.body: Body = body
         if content_type and "Content-Type" not in self.headers:
             self.headers["Content-Type"] = content_type
+        #: The cookies to set, rendered with the head (``Secure`` known then).
+        self.cookies: list[Cookie] = []
+
+    def set_cookie(
+        self,
+        name: str,
+        value: str = "",
+        *,
+        max_age: int | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool | None = None,
+        httponly: bool = True,
+        samesite: str | None = "Lax",
+    ) -> None:
+        """Set a cookie on the client. The defaults are the safe ones:
+        ``HttpOnly`` (page scripts cannot read it), ``SameSite=Lax`` (other
+        sites' requests do not carry it, but for top-level navigation), and
+        ``Secure`` when the server speaks TLS (``secure=None``). ``max_age``
+        in seconds; None makes a cookie that ends with the browser's
+        session. Raises ``ValueError`` for a name or value a cookie cannot
+        carry (see :class:`~wsserver.http.cookies.Cookie`)."""
+        from .cookies import Cookie
+
+        self.cookies.append(Cookie(name, value, max_age, path, domain, secure, httponly, samesite))
+
+    def delete_cookie(self, name: str, *, path: str | None = "/", domain: str | None = None) -> None:
+        """Have the client forget cookie ``name`` (set with this ``path`` and ``domain``)."""
+        self.set_cookie(name, max_age=0, path=path, domain=domain)
 
     @classmethod
     def json(cls, value: Any, status: int = 200, headers: Iterable[tuple[str, str]] | None = None) -> Response:

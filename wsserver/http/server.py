@@ -20,6 +20,7 @@ from . import static, uploads
 from .request import HttpError, Request
 from .response import Response, error_response
 from .routing import PathPattern
+from .sessions import Sessions
 from .sse import EventStream
 from .uploads import BodyReceiver, SinkFactory
 
@@ -76,6 +77,9 @@ class HttpServer:
         or None for every path (others get 404).
     :ivar upload_dir: where streamed uploads are written while they arrive
         (None: the system's temporary directory).
+    :ivar sessions: signed session cookies (a :class:`~wsserver.http.sessions.Sessions`),
+        or None (the default) for none: ``request.session`` in routes and
+        in ``on_upgrade_to_websocket``.
     """
 
     def __init__(self, context: ServerContext, root: str | os.PathLike[str] | None = None) -> None:
@@ -91,6 +95,7 @@ class HttpServer:
         self.error_pages: dict[int, ErrorPage] = {}
         self.websocket_paths: Collection[str] | None = None
         self.upload_dir: str | None = None
+        self.sessions: Sessions | None = None
 
     @property
     def root(self) -> Path | None:
@@ -164,10 +169,19 @@ class HttpServer:
         """Whether a WebSocket upgrade may happen on ``path``."""
         return self.websocket_paths is None or path in self.websocket_paths
 
+    def open_session(self, request: Request) -> None:
+        """Give ``request`` its session (from its cookie), when sessions are on."""
+        if self.sessions is not None:
+            request.session = self.sessions.load(request)
+
     def handle(self, request: Request) -> Response:
-        """The answer to ``request``; it never raises."""
+        """The answer to ``request``; it never raises. A session the
+        handler changed is sent back as a cookie."""
         try:
-            return self._dispatch(request)
+            response = self._dispatch(request)
+            if self.sessions is not None and request.session.modified:
+                response.cookies.append(self.sessions.cookie(request.session))
+            return response
         except HttpError as exc:
             return self.error_response(exc.status, exc.message, request=request)
         except Exception as exc:
