@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from . import static, uploads
+from .compression import GzipCache, accepts_gzip, gzip_response
 from .request import HttpError, Request
 from .response import Response, error_response
 from .routing import PathPattern
@@ -77,6 +78,9 @@ class HttpServer:
         or None for every path (others get 404).
     :ivar upload_dir: where streamed uploads are written while they arrive
         (None: the system's temporary directory).
+    :ivar gzip: compress text answers for clients that accept gzip (on by
+        default; see :mod:`wsserver.http.compression`). A static file with a
+        pre-compressed sibling (``app.js.gz``) is served from it.
     :ivar sessions: signed session cookies (a :class:`~wsserver.http.sessions.Sessions`),
         or None (the default) for none: ``request.session`` in routes and
         in ``on_upgrade_to_websocket``.
@@ -96,6 +100,8 @@ class HttpServer:
         self.websocket_paths: Collection[str] | None = None
         self.upload_dir: str | None = None
         self.sessions: Sessions | None = None
+        self.gzip = True
+        self._gzip_cache = GzipCache()
 
     @property
     def root(self) -> Path | None:
@@ -239,7 +245,8 @@ class HttpServer:
             return refusal
         route = self._find_route(request)
         if route is not None:
-            return to_response(route.handler(request, **request.path_params))  # an exception becomes a 500 in handle()
+            response = to_response(route.handler(request, **request.path_params))  # an exception becomes a 500 in handle()
+            return gzip_response(request, response, self._gzip_cache) if self.gzip else response
         return self._serve_static(request)
 
     def body_plan(self, request: Request) -> tuple[int, bool]:
@@ -300,7 +307,17 @@ class HttpServer:
                 return static.directory_listing(request, path)
             else:
                 return self.error_response(403, "directory listing is off", request=request)
-        return static.file_response(request, path, self.cache_control)
+        if not self.gzip:
+            return static.file_response(request, path, self.cache_control)
+        if "Range" not in request.headers and accepts_gzip(request):
+            precompressed = path.with_name(path.name + ".gz")
+            if precompressed.is_file():
+                response = static.file_response(request, precompressed, self.cache_control)
+                response.headers["Content-Type"] = static.content_type(path)
+                response.headers["Content-Encoding"] = "gzip"
+                response.headers["Vary"] = "Accept-Encoding"
+                return response
+        return gzip_response(request, static.file_response(request, path, self.cache_control), self._gzip_cache, str(path))
 
     def _falls_back(self, request: Request) -> bool:
         last = request.path.rsplit("/", 1)[-1]
