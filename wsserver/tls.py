@@ -30,11 +30,22 @@ __all__ = ["server_context", "self_signed_context"]
 def server_context(certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
     """A server-side context for the certificate (chain) in ``certfile``
     and its key (in ``keyfile``, or in ``certfile`` too): TLS 1.2 or newer,
-    and no renegotiation (each would be a handshake in the middle of a
-    connection)."""
+    no renegotiation (each would be a handshake in the middle of a
+    connection), and no TLS 1.3 session tickets.
+
+    Tickets are sent just after the handshake, when a client starts
+    writing its request. A client that reads and writes one TLS socket from
+    two threads (websockets' sync client does, and CPython's ``ssl`` did not
+    serialise the two before 3.13) then sometimes loses that first write:
+    here about one ``wss://`` connect in 100 to 400 waited for an answer
+    to a request the server never got. Without tickets there is nothing to
+    read at that moment; what is lost is session resumption, a full
+    handshake instead (well under a millisecond of the server's work with
+    an ECDSA key)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    context.num_tickets = 0
     context.load_cert_chain(certfile, keyfile)
     return context
 
