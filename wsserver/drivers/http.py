@@ -164,10 +164,7 @@ class HttpDriver:
         while self._body is None and self._upload is None and not self._upgraded and not self.stream.is_closing:
             if served and (served >= REQUESTS_PER_TURN or reactor.time() >= reactor.step_deadline):
                 if parser.has_partial_request or parser.buffered_size:
-                    # Many pipelined requests: the others get their turn first.
-                    self._turn_pending = True
-                    self.stream.pause_reading()
-                    self.stream.request_turn()
+                    self._wait_for_turn()  # many pipelined requests: the others go first
                 return
             served += 1
             try:
@@ -212,6 +209,14 @@ class HttpDriver:
             # read no more until the answer is done, so the backlog stays bounded.
             self.stream.pause_reading()
 
+    def _wait_for_turn(self) -> None:
+        """Stop here for this poll step: the other ready connections go
+        first, and reading waits (so the backlog stays bounded) until the
+        connection's next turn."""
+        self._turn_pending = True
+        self.stream.pause_reading()
+        self.stream.request_turn()
+
     # -- streamed bodies in ---------------------------------------------------
 
     def _start_upload(self, receiver: BodyReceiver) -> bool:
@@ -239,9 +244,7 @@ class HttpDriver:
             while (piece := parser.read_body(UPLOAD_SLICE)) is not None:
                 upload.feed(piece)
                 if reactor.time() >= reactor.step_deadline and parser.buffered_size:
-                    self._turn_pending = True
-                    self.stream.pause_reading()
-                    self.stream.request_turn()
+                    self._wait_for_turn()
                     return False
             if parser.body_streaming:
                 if self._input_ended:
