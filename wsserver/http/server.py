@@ -253,8 +253,8 @@ class HttpServer:
         """Decided once ``request``'s head is in: the largest body it may
         have, and whether the body is streamed (to a route registered with
         ``stream``) rather than buffered."""
-        route = self._find_route(request)
-        if route is None or request.method not in route.methods:
+        route = self._handling_route(request)
+        if route is None:
             return self._context.server.max_body_size, False
         streamed = route.stream is not False
         if route.max_body_size is not None:
@@ -266,11 +266,16 @@ class HttpServer:
         streams it (None when it is buffered). Raises :class:`HttpError`
         for a body it refuses from the head (a multipart type without a
         boundary)."""
-        route = self._find_route(request)
-        if route is None or route.stream is False or request.method not in route.methods:
+        route = self._handling_route(request)
+        if route is None or route.stream is False:
             return None
         sink_factory = None if route.stream is True else route.stream
         return uploads.body_receiver(request, sink_factory, self.upload_dir)
+
+    def _handling_route(self, request: Request) -> _Route | None:
+        """The route that will run for ``request``: its path's, if it takes the method."""
+        route = self._find_route(request)
+        return route if route is not None and request.method in route.methods else None
 
     def _find_route(self, request: Request) -> _Route | None:
         """The route of ``request.path`` (setting ``request.path_params``), or None."""
