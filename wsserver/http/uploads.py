@@ -197,7 +197,7 @@ class BodyReceiver:
         self._open_sink = open_sink
         self._directory = directory
         self._files: list[UploadedFile] = []
-        self._temporary: list[Path] = []  # deleted by cleanup() unless moved
+        self._temporary: list[Path] = []  # handed back by release(), to delete
         self._sink: Sink | None = None  # of the part being received
 
     def feed(self, data: bytes) -> None:
@@ -210,9 +210,7 @@ class BodyReceiver:
         """The body will not be complete: close the open sink and
         ``discard()`` every application sink that has it. The temporary
         files are still to be deleted (:meth:`release` names them)."""
-        sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.close()
+        self._end_part()
         for upload in self._files:
             discard = getattr(upload.sink, "discard", None)
             if callable(discard):
@@ -239,6 +237,12 @@ class BodyReceiver:
             self._sink = open(fd, "wb")  # noqa: SIM115  (closed when the part ends, or by abort())
         return upload
 
+    def _write(self, upload: UploadedFile, data: bytes) -> None:
+        """Append ``data`` to the file being received."""
+        assert self._sink is not None
+        self._sink.write(data)
+        upload.size += len(data)
+
     def _end_part(self) -> None:
         sink, self._sink = self._sink, None
         if sink is not None:
@@ -255,9 +259,7 @@ class RawBodyReceiver(BodyReceiver):
         request.body_file = self._upload
 
     def feed(self, data: bytes) -> None:
-        assert self._sink is not None
-        self._sink.write(data)
-        self._upload.size += len(data)
+        self._write(self._upload, data)
 
     def finish(self) -> None:
         self._end_part()
@@ -359,9 +361,7 @@ class MultipartReceiver(BodyReceiver):
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._upload is not None:
-            assert self._sink is not None
-            self._sink.write(data[start:end])
-            self._upload.size += end - start
+            self._write(self._upload, data[start:end])
             return
         assert self._field is not None
         value = self._field[1]
