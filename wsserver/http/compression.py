@@ -172,14 +172,14 @@ def gzip_response(request: Request, response: Response, cache: GzipCache, path: 
         length = int(headers.get("Content-Length") or 0)
         if length < MIN_SIZE:
             return response
-        etag = headers.get("ETag") or ""
-        key = (path or "", etag)
-        cached = cache.get(key) if path and etag else None
+        etag = headers.get("ETag")
+        key = (path, etag) if path and etag else None
+        cached = cache.get(key) if key is not None else None
         if cached is not None:
             body.close()
             response.body = cached
         else:
-            response.body = GzipBody(body, cache, key) if path and etag else GzipBody(body)
+            response.body = GzipBody(body, cache, key)
     else:
         return response  # an application's own stream: its chunks go out as it makes them
     headers.pop("Content-Length", None)  # framing decides it again: chunked, or the compressed size
