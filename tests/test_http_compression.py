@@ -121,6 +121,25 @@ def test_a_static_file_is_compressed_once_then_served_from_the_cache(server: Ser
     assert status == 304
 
 
+def test_a_304_carries_the_vary_and_etag_of_the_200_it_stands_for(server: Server, site: Path) -> None:
+    """RFC 9110 section 15.4.5: a cache updates its stored 200 from the 304,
+    so the 304 must say what that 200 said (and no Content-Length unless it
+    equals the 200's: section 8.6)."""
+    server.http_server.root = site
+    for request_headers, compressed in ((GZIP, True), ({}, False)):
+        _, full, _ = fetch(server, "/app.js", headers=request_headers)
+        status, head, body = fetch(server, "/app.js", headers={**request_headers, "If-None-Match": full["ETag"]})
+        assert (status, body, head["Vary"], head["ETag"]) == (304, b"", "Accept-Encoding", full["ETag"])
+        assert head["ETag"].startswith('W/"') is compressed
+        assert head["Content-Length"] == (None if compressed else full["Content-Length"])
+        assert head["Content-Encoding"] is None and head["Content-Type"] is None
+    # A file too small to compress, and one of a type that is not: their 200s are never compressed.
+    for path, vary in (("/tiny.css", "Accept-Encoding"), ("/photo.png", None)):
+        _, full, _ = fetch(server, path, headers=GZIP)
+        status, head, _ = fetch(server, path, headers={**GZIP, "If-None-Match": full["ETag"]})
+        assert (status, head["Vary"], head["ETag"], head["Content-Length"]) == (304, vary, full["ETag"], full["Content-Length"])
+
+
 def test_ranges_small_files_and_binary_files_are_served_as_they_are(server: Server, site: Path) -> None:
     server.http_server.root = site
     status, headers, body = fetch(server, "/app.js", headers={**GZIP, "Range": "bytes=0-13"})

@@ -18,7 +18,9 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
+from . import static
 from .forms import media_type
 from .request import Request
 from .response import Response
@@ -152,15 +154,26 @@ def gzip_response(request: Request, response: Response, cache: GzipCache, path: 
     """``response``, gzip-compressed if it should be (see the module's
     doc); ``Vary: Accept-Encoding`` is added to every compressible answer,
     compressed or not, so that caches keep the two apart. ``path`` names
-    the static file the body reads, for the cache."""
+    the static file the body reads, for the cache.
+
+    A 304 for that file gets the ``Vary`` and the ``ETag`` its 200 would
+    have had (RFC 9110 section 15.4.5), and loses its ``Content-Length``
+    when that 200 would have been compressed (section 8.6 allows it only
+    when it equals the 200's).
+    """
     headers = response.headers
-    if not compressible(headers.get("Content-Type")) or "Content-Encoding" in headers:
+    not_modified = response.status == 304 and path is not None
+    kind: str | None = static.content_type(Path(path)) if not_modified and path is not None else headers.get("Content-Type")
+    if not compressible(kind) or "Content-Encoding" in headers:
         return response
     headers.add("Vary", "Accept-Encoding")
     body = response.body
-    if response.status != 200 or not accepts_gzip(request):
+    if response.status not in (200, 304) or not accepts_gzip(request):
         return response
-    if isinstance(body, (bytes, bytearray, memoryview)):
+    if not_modified:
+        if int(headers.get("Content-Length") or 0) < MIN_SIZE:
+            return response
+    elif isinstance(body, (bytes, bytearray, memoryview)):
         if len(body) < MIN_SIZE:
             return response
         if len(body) <= SLICE:
@@ -183,7 +196,8 @@ def gzip_response(request: Request, response: Response, cache: GzipCache, path: 
     else:
         return response  # an application's own stream: its chunks go out as it makes them
     headers.pop("Content-Length", None)  # framing decides it again: chunked, or the compressed size
-    headers["Content-Encoding"] = "gzip"
+    if not not_modified:
+        headers["Content-Encoding"] = "gzip"
     headers.pop("Accept-Ranges", None)
     validator = headers.get("ETag")
     if validator is not None and not validator.startswith("W/"):

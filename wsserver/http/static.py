@@ -150,7 +150,9 @@ def file_response(request: Request, path: Path, cache_control: str | None) -> Re
         status = _precondition_status(request, etag, mtime)
         if status == 304:
             os.close(fd)
-            return Response(b"", 304, validators)
+            # The 200's size, which RFC 9110 section 8.6 allows here: it
+            # tells gzip_response() whether the 200 would be compressed.
+            return Response(b"", 304, [*validators, ("Content-Length", str(st.st_size))])
         if status == 412:
             os.close(fd)
             return error_response(412)
