@@ -219,6 +219,26 @@ def test_publish_with_no_clients_is_true(server: Server) -> None:
     assert server.publish("nobody") is True
 
 
+def test_publish_to_a_group(server: Server, recorder: Recorder) -> None:
+    """``to=`` picks the clients (or ids); one that is gone is passed over."""
+
+    def client(name: str) -> list:
+        with connect(ws_url(server)) as ws:
+            ws.send(name)
+            first = ws.recv(timeout=DEADLINE)
+            return [first] if first == "to all" else [first, ws.recv(timeout=DEADLINE)]
+
+    workers = {name: Worker(client, name) for name in "abc"}
+    for w in workers.values():
+        w.start()
+    pump_until(server, lambda: len(recorder.messages) == 3)
+    clients = {message.data: client for client, message in recorder.messages}
+    assert server.publish("to a and b", to=[clients["a"], clients["b"].id, 12345]) is True
+    assert server.publish("to all") is True
+    pump_until(server, lambda: not any(w.is_alive() for w in workers.values()))
+    assert {name: w.outcome() for name, w in workers.items()} == {"a": ["to a and b", "to all"], "b": ["to a and b", "to all"], "c": ["to all"]}
+
+
 def test_send_data_raw_frames(server: Server) -> None:
     def on_open(client: Client) -> None:
         # One text message in three frames, with a ping in between.

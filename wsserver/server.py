@@ -21,7 +21,7 @@ import os
 import socket
 import ssl
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from threading import get_ident
 from typing import Any
 
@@ -415,18 +415,20 @@ class Server:
         driver = self._context.websockets.get(client if isinstance(client, int) else client.id)
         return driver is not None and driver.send_prepared(prepare_message(data, encode_late=True))
 
-    def publish(self, data: Data) -> bool:
-        """Send ``data`` to every connected client; the frame is encoded once
-        and its bytes shared.
+    def publish(self, data: Data, to: Iterable[Client | int] | None = None) -> bool:
+        """Send ``data`` to every connected client, or to those in ``to``
+        (clients or ids; ones that are gone are passed over); the frame is
+        encoded once and its bytes shared.
 
         True when every client that was open took it (see :meth:`send`: a
         client is never skipped while it stays open).
         """
         self._check_thread("publish")
         message = prepare_message(data, encode_late=True)
+        drivers = list(self._context.websockets.values()) if to is None else [self._driver(client) for client in to]
         delivered = True
-        for driver in list(self._context.websockets.values()):
-            if driver.is_open:
+        for driver in drivers:
+            if driver is not None and driver.is_open:
                 delivered = driver.send_prepared(message) and delivered
         return delivered
 
