@@ -1,0 +1,297 @@
+/*
+ * wsserver-rpc.js: JSON-RPC 2.0 between a page and the desktop program
+ * that serves it with wsserver (wsserver.rpc.JsonRpc on the server side).
+ * A plain script, no build step and no dependency; types are in
+ * /wsserver-rpc.d.ts beside it.
+ *
+ *   <script src="/wsserver-rpc.js"></script>
+ *   const rpc = await WsRpc.connect();            // the page's own server
+ *   const files = await rpc.call("files.list", "/home");
+ *   rpc.expose({ page: { title: () => document.title } });
+ *
+ * A call returns a promise; it is rejected with a WsRpcError that carries
+ * the JSON-RPC error's code, message and data. The connection comes back by
+ * itself with a growing delay after it drops (not after a 1000 Normal
+ * Closure: the program ended it on purpose); calls made while it is down
+ * wait for it (within their timeout), and calls in flight when it dropped
+ * are rejected with CONNECTION_CLOSED, since whether they ran is unknown.
+ * Messages that are not JSON-RPC go both ways too: rpc.send() and
+ * rpc.onmessage.
+ */
+(function (global) {
+  "use strict";
+
+  // The same codes as wsserver.rpc: the specification's, then ours.
+  const INVALID_REQUEST = -32600;
+  const METHOD_NOT_FOUND = -32601;
+  const INTERNAL_ERROR = -32603;
+  const CALL_TIMED_OUT = -32000;
+  const CONNECTION_CLOSED = -32001;
+
+  class WsRpcError extends Error {
+    constructor(code, message, data) {
+      super(message);
+      this.name = "WsRpcError";
+      this.code = code;
+      this.data = data;
+    }
+  }
+
+  function pageServerUrl() {
+    return (global.location.protocol === "https:" ? "wss://" : "ws://") + global.location.host + "/";
+  }
+
+  // The error object of an answer, from what an exposed function threw.
+  function errorObject(error) {
+    if (error && Number.isInteger(error.code) && typeof error.message === "string") {
+      const object = { code: error.code, message: error.message };
+      if (error.data !== undefined) object.data = error.data;
+      return object;
+    }
+    return { code: INTERNAL_ERROR, message: String(error && error.message !== undefined ? error.message : error) };
+  }
+
+  class WsRpc {
+    /** Connect, and resolve once the connection is open (reject if the first attempt fails). */
+    static connect(url, options) {
+      const rpc = new WsRpc(url, options);
+      return rpc._firstOpen.then(() => rpc);
+    }
+
+    constructor(url, options) {
+      this.url = url || pageServerUrl();
+      this.options = Object.assign({ timeout: 30000, reconnect: true, minDelay: 250, maxDelay: 10000, protocols: undefined }, options);
+      /** Called with no argument each time the connection opens. */
+      this.onopen = null;
+      /** Called with the CloseEvent each time the connection drops. */
+      this.onclose = null;
+      /** Called with the data of each message that is not JSON-RPC (text or binary). */
+      this.onmessage = null;
+      this._methods = new Map();
+      this._pending = new Map(); // our calls by id: {resolve, reject, timer, socket}
+      this._queue = []; // texts waiting for the connection: {text, id}
+      this._lastId = 0;
+      this._attempt = 0;
+      this._closing = false;
+      this._everOpened = false;
+      this._socket = null;
+      this._retry = null;
+      this._firstOpen = new Promise((resolve, reject) => {
+        this._resolveFirst = resolve;
+        this._rejectFirst = reject;
+      });
+      this._firstOpen.catch(() => {}); // connect() hands the rejection on
+      this._open();
+    }
+
+    /** Whether the connection is open now. */
+    get connected() {
+      return this._socket !== null && this._socket.readyState === WebSocket.OPEN;
+    }
+
+    /** Call a method of the program with positional params. */
+    call(method, ...params) {
+      return this._request(method, params);
+    }
+
+    /** Call a method of the program with named params (an object). */
+    callNamed(method, params) {
+      return this._request(method, params);
+    }
+
+    /** Send a notification (no answer). Queued while the connection is down. */
+    notify(method, ...params) {
+      this._send(JSON.stringify(this._message(method, params)), undefined);
+    }
+
+    /** Send a message of the page's own (text or binary), not JSON-RPC. Queued while the connection is down. */
+    send(data) {
+      this._send(data, undefined);
+    }
+
+    /** Methods the program may call: functions by name; nested objects give dotted names. */
+    expose(methods, prefix) {
+      for (const [name, value] of Object.entries(methods)) {
+        const full = (prefix || "") + name;
+        if (typeof value === "function") this._methods.set(full, value);
+        else if (value && typeof value === "object") this.expose(value, full + ".");
+      }
+      return this;
+    }
+
+    /** Close for good: no reconnecting; pending and queued calls are rejected. */
+    close() {
+      this._closing = true;
+      clearTimeout(this._retry);
+      const socket = this._socket;
+      this._dropped(socket, null);
+      if (socket) socket.close(1000);
+    }
+
+    _message(method, params) {
+      const message = { jsonrpc: "2.0", method: method };
+      if (Array.isArray(params) ? params.length : params !== undefined) message.params = params;
+      return message;
+    }
+
+    _request(method, params) {
+      const id = ++this._lastId;
+      const message = this._message(method, params);
+      message.id = id;
+      const text = JSON.stringify(message);
+      return new Promise((resolve, reject) => {
+        if (this._closing) {
+          reject(new WsRpcError(CONNECTION_CLOSED, "Connection closed"));
+          return;
+        }
+        const timer = setTimeout(() => {
+          this._pending.delete(id);
+          this._queue = this._queue.filter((entry) => entry.id !== id);
+          reject(new WsRpcError(CALL_TIMED_OUT, "Call timed out", "no answer in " + this.options.timeout / 1000 + " s"));
+        }, this.options.timeout);
+        this._pending.set(id, { resolve, reject, timer, socket: null });
+        this._send(text, id);
+      });
+    }
+
+    _send(text, id) {
+      if (this.connected) this._write(this._socket, text, id);
+      else if (!this._closing) this._queue.push({ text, id });
+    }
+
+    _write(socket, text, id) {
+      const pending = id === undefined ? undefined : this._pending.get(id);
+      if (pending) pending.socket = socket; // it now depends on this connection
+      socket.send(text);
+    }
+
+    _open() {
+      let socket;
+      try {
+        socket = new WebSocket(this.url, this.options.protocols);
+      } catch (error) {
+        this._closing = true;
+        this._rejectFirst(error);
+        return;
+      }
+      this._socket = socket;
+      socket.onopen = () => {
+        this._attempt = 0;
+        this._everOpened = true;
+        const queue = this._queue;
+        this._queue = [];
+        for (const entry of queue) this._write(socket, entry.text, entry.id);
+        this._resolveFirst();
+        if (this.onopen) this.onopen();
+      };
+      socket.onmessage = (event) => this._received(event.data, socket);
+      socket.onclose = (event) => {
+        if (this._socket !== socket) return;
+        this._socket = null;
+        if (!this._everOpened) this._closing = true; // the first attempt failed: connect() rejects
+        this._dropped(socket, event);
+        if (this.onclose) this.onclose(event);
+        if (!this._closing && this.options.reconnect && event.code !== 1000) {
+          const delay = Math.min(this.options.maxDelay, this.options.minDelay * 2 ** this._attempt);
+          this._attempt += 1;
+          this._retry = setTimeout(() => this._open(), delay * (0.5 + Math.random() / 2));
+        } else {
+          this._closing = true;
+          this._dropped(null, event);
+        }
+      };
+    }
+
+    // End the calls that depended on `socket` (all of them once closing for good).
+    _dropped(socket, event) {
+      const forGood = this._closing;
+      for (const [id, pending] of this._pending) {
+        if (forGood || (socket !== null && pending.socket === socket)) {
+          clearTimeout(pending.timer);
+          this._pending.delete(id);
+          pending.reject(new WsRpcError(CONNECTION_CLOSED, "Connection closed", event ? event.code : undefined));
+        }
+      }
+      if (forGood) {
+        this._queue = [];
+        this._rejectFirst(new WsRpcError(CONNECTION_CLOSED, "Could not connect to " + this.url));
+      }
+    }
+
+    _received(data, socket) {
+      let items = null;
+      if (typeof data === "string" && data.indexOf('"jsonrpc"') !== -1) {
+        try {
+          const value = JSON.parse(data);
+          items = Array.isArray(value) ? value : [value];
+        } catch (error) {
+          items = null;
+        }
+      }
+      if (!items || !items.length || !items.every((item) => item && typeof item === "object" && "jsonrpc" in item)) {
+        if (this.onmessage) this.onmessage(data);
+        return;
+      }
+      for (const item of items) {
+        if (typeof item.method === "string") this._called(item, socket);
+        else if ("result" in item || "error" in item) this._answered(item);
+        else if ("id" in item) this._answer(socket, item.id, { error: { code: INVALID_REQUEST, message: "Invalid Request" } });
+      }
+    }
+
+    _answered(item) {
+      const pending = this._pending.get(item.id);
+      if (!pending) return; // timed out already
+      clearTimeout(pending.timer);
+      this._pending.delete(item.id);
+      if ("error" in item) {
+        const error = item.error || {};
+        pending.reject(new WsRpcError(error.code, error.message, error.data));
+      } else {
+        pending.resolve(item.result);
+      }
+    }
+
+    _called(item, socket) {
+      const method = this._methods.get(item.method);
+      if (!method) {
+        this._answer(socket, item.id, { error: { code: METHOD_NOT_FOUND, message: "Method not found" } });
+        return;
+      }
+      const params = item.params === undefined ? [] : item.params;
+      Promise.resolve()
+        .then(() => (Array.isArray(params) ? method(...params) : method(params)))
+        .then(
+          (result) => this._answer(socket, item.id, { result: result === undefined ? null : result }),
+          (error) => this._answer(socket, item.id, { error: errorObject(error) })
+        );
+    }
+
+    // Answer on the connection the call came by: on another it would be a
+    // stray answer (the program ended that call when the connection dropped).
+    _answer(socket, id, body) {
+      if (id === undefined || socket.readyState !== WebSocket.OPEN) return; // a notification has no answer
+      let text;
+      try {
+        text = JSON.stringify(Object.assign({ jsonrpc: "2.0", id: id }, body));
+      } catch (error) {
+        text = JSON.stringify({ jsonrpc: "2.0", id: id, error: { code: INTERNAL_ERROR, message: "Result is not JSON: " + error.message } });
+      }
+      socket.send(text);
+    }
+  }
+
+  WsRpc.Error = WsRpcError;
+  WsRpc.codes = Object.freeze({
+    PARSE_ERROR: -32700,
+    INVALID_REQUEST: INVALID_REQUEST,
+    METHOD_NOT_FOUND: METHOD_NOT_FOUND,
+    INVALID_PARAMS: -32602,
+    INTERNAL_ERROR: INTERNAL_ERROR,
+    CALL_TIMED_OUT: CALL_TIMED_OUT,
+    CONNECTION_CLOSED: CONNECTION_CLOSED,
+    TOO_MANY_PENDING: -32002,
+  });
+  global.WsRpc = WsRpc;
+  global.WsRpcError = WsRpcError;
+})(typeof globalThis !== "undefined" ? globalThis : window);
