@@ -10,6 +10,12 @@ Wire format (text frames, JSON objects):
   client -> server  {"name": "Ana", "text": "hello"}
   server -> client  {"kind": "chat", "from": "Ana", "text": "hello", "at": "14:03"}
                     {"kind": "info", "text": "Ana joined (3 online)", "at": "14:03"}
+
+Beside the chat, the same connections speak JSON-RPC (``wsserver.rpc``,
+and ``/wsserver-rpc.js`` in the page): the page calls ``desktop.draft()``,
+which reads what is typed in the window's publish box, and the window's
+"Ask every page" button calls ``page.status()`` in every page and logs the
+answers as they come.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import wsserver
+from wsserver.rpc import JsonRpc, RpcError
 
 PAGE = pathlib.Path(__file__).with_name("chat.html")
 DESKTOP_NAME = "Desktop"
 MAX_NAME = 40
 MAX_TEXT = 2000
 HISTORY = 50  # chat lines a newcomer is shown
+SURVEY_TIMEOUT = 5.0  # seconds a page has to answer "Ask every page"
 
 
 @dataclass
@@ -58,6 +66,10 @@ class RoomView(Protocol):
     def logged(self, line: str) -> None:
         """One line for the live log."""
 
+    def draft(self) -> str:
+        """The text typed in the publish box now (pages read it over JSON-RPC)."""
+        ...
+
 
 class ChatRoom:
     """A :class:`wsserver.Server` that relays chat lines between browsers and the window."""
@@ -76,6 +88,7 @@ class ChatRoom:
         server.before_stop = self._on_stopping
         self.stopping = False
         server.http_server.route("/", handler=lambda request: self.page)
+        self.rpc = JsonRpc(server, {"desktop": {"draft": self._draft}})
 
     def start(self, host: str = "127.0.0.1", port: int = 8765) -> None:
         self.server.start(host, port)
@@ -100,6 +113,30 @@ class ChatRoom:
         if member is not None:
             self.server.close(member_id, 1000, "closed from the desktop")
             self.view.logged(f"closing {member.label}")
+
+    def ask_pages(self) -> int:
+        """Call ``page.status()`` in every page; each answer (or error) is
+        logged when it comes, and the window never waits. The pages asked."""
+        asked = self.rpc.survey("page.status", on_result=self._page_answered, on_error=self._page_failed, timeout=SURVEY_TIMEOUT)
+        self.view.logged(f"asking {len(asked)} page{'s' if len(asked) != 1 else ''}")
+        return len(asked)
+
+    # -- JSON-RPC ----------------------------------------------------------
+
+    def _draft(self, *, client: wsserver.Client) -> str:
+        self.view.logged(f"{self._label(client)} read the publish box")
+        return self.view.draft()
+
+    def _page_answered(self, client: wsserver.Client, status: Any) -> None:
+        # A page's answer is its own JSON: shown, never trusted to have a shape.
+        self.view.logged(f"{self._label(client)}'s page: {json.dumps(status, ensure_ascii=False)[:200]}")
+
+    def _page_failed(self, client: wsserver.Client, error: RpcError) -> None:
+        self.view.logged(f"{self._label(client)}'s page did not answer: {error}")
+
+    def _label(self, client: wsserver.Client) -> str:
+        member = self.members.get(client.id)
+        return member.label if member is not None else f"guest {client.id}"
 
     # -- server callbacks --------------------------------------------------
 

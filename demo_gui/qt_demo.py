@@ -67,11 +67,18 @@ class QtChatWindow(QWidget):
             self.tree.setColumnWidth(column, width)
         self.close_button = QPushButton("Close selected client")
         self.close_button.clicked.connect(self._close_selected)
+        # JSON-RPC into every page: each answer lands in the log below.
+        self.ask_button = QPushButton("Ask every page")
+        self.ask_button.clicked.connect(lambda: self.room.ask_pages())
+        buttons = QHBoxLayout()
+        buttons.addStretch()
+        buttons.addWidget(self.ask_button)
+        buttons.addWidget(self.close_button)
         clients = QWidget()
         clients_layout = QVBoxLayout(clients)
         clients_layout.setContentsMargins(0, 0, 0, 0)
         clients_layout.addWidget(self.tree)
-        clients_layout.addWidget(self.close_button, alignment=Qt.AlignmentFlag.AlignRight)
+        clients_layout.addLayout(buttons)
 
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -119,6 +126,9 @@ class QtChatWindow(QWidget):
 
     def logged(self, line: str) -> None:
         self.log.appendPlainText(line)
+
+    def draft(self) -> str:
+        return self.entry.text()
 
     # -- actions -------------------------------------------------------------
 

@@ -54,8 +54,13 @@ class TkChatWindow:
             self.tree.heading(key, text=title)
             self.tree.column(key, width=width, anchor="e" if key in ("in", "out") else "w")
         self.tree.pack(fill="both", expand=True)
-        self.close_button = ttk.Button(clients, text="Close selected client", command=self._close_selected)
-        self.close_button.pack(anchor="e", pady=(4, 6))
+        buttons = ttk.Frame(clients)
+        buttons.pack(fill="x", pady=(4, 6))
+        self.close_button = ttk.Button(buttons, text="Close selected client", command=self._close_selected)
+        self.close_button.pack(side="right")
+        # JSON-RPC into every page: each answer lands in the log below.
+        self.ask_button = ttk.Button(buttons, text="Ask every page", command=lambda: self.room.ask_pages())
+        self.ask_button.pack(side="right", padx=(0, 6))
         panes.add(clients, weight=1)
 
         log_frame = ttk.Frame(panes)
@@ -105,6 +110,9 @@ class TkChatWindow:
             log.delete("1.0", f"{excess + 1}.0")
         log.configure(state="disabled")
         log.see("end")
+
+    def draft(self) -> str:
+        return self.entry.get()
 
     # -- actions -------------------------------------------------------------
 

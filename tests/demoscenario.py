@@ -10,6 +10,7 @@ import importlib
 import json
 import pathlib
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -39,6 +40,10 @@ class DemoDriver(Protocol):
         """Type ``text``, press the publish button; return what the entry holds after."""
     def close_first_row(self) -> None: ...
     def close_window(self) -> None: ...
+    def type_draft(self, text: str) -> None:
+        """Type ``text`` in the publish box without publishing it."""
+    def ask_pages(self) -> None:
+        """Press the "Ask every page" button."""
 
 
 def demo_scenario(driver: DemoDriver) -> None:
@@ -90,3 +95,49 @@ def demo_scenario(driver: DemoDriver) -> None:
     assert sorted(closed) == [1, 2]
     for client in clients:
         client.check()
+
+
+# The chat page in headless Chromium: once online, it presses "Ask the
+# desktop" and hands back the info line the answer shows.
+ASK_THE_DESKTOP = """new Promise((resolve) => {
+  const log = document.getElementById("log");
+  const online = () => document.getElementById("state").className === "open";
+  const answered = () => [...log.querySelectorAll("li.info")].map((li) => li.textContent).find((t) => t.startsWith("The desktop is typing"));
+  const wait = (condition, then) => condition() ? then() : setTimeout(() => wait(condition, then), 10);
+  wait(online, () => { document.getElementById("ask").click(); wait(answered, () => resolve(answered())); });
+})"""
+
+
+def demo_rpc_scenario(driver: DemoDriver, profile: pathlib.Path) -> None:
+    """The JSON-RPC panel, both ways: the page reads the window's publish
+    box, and the window's button asks every page for its status."""
+    from chromium import Chromium
+
+    room = driver.room
+    room.start("127.0.0.1", 0)
+    driver.attach()
+    driver.type_draft("half a thought")
+    asked, done = threading.Event(), threading.Event()
+
+    def browse() -> Any:
+        with Chromium(profile, DEADLINE) as browser:
+            session = browser.open(str(room.server.http_server.get_url()))
+            answer = browser.evaluate(session, ASK_THE_DESKTOP)
+            asked.set()
+            done.wait(DEADLINE)  # the page stays open until the window has asked it
+            return answer
+
+    page = Worker(browse)
+    page.start()
+    try:
+        driver.pump_until(lambda: asked.is_set() or not page.is_alive(), "the page to ask the desktop")
+        assert "guest 1 read the publish box" in driver.log_text()
+        driver.ask_pages()
+        driver.pump_until(lambda: "guest 1's page: " in driver.log_text(), "the page's answer")
+        status = json.loads(driver.log_text().split("guest 1's page: ", 1)[1].splitlines()[0])
+        assert status == {"name": "", "lines": 2, "visible": True}
+    finally:
+        done.set()
+        driver.pump_until(lambda: not page.is_alive(), "the browser to close")
+    assert page.outcome().startswith("The desktop is typing: \u201chalf a thought\u201d")
+    driver.close_window()

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import DEADLINE, Recorder, Worker, count_polls
-from demoscenario import demo_scenario, load_demo
+from demoscenario import demo_rpc_scenario, demo_scenario, load_demo
 from guiclients import ListeningClient, start_clients, wait_until
 from wsserver import Server
 
@@ -308,9 +308,23 @@ class QtDemoDriver:
         QTimer.singleShot(0, self.window.close)  # the last window: the application quits
         self.app.exec()
 
+    def type_draft(self, text: str) -> None:
+        self.window.entry.setText(text)
+
+    def ask_pages(self) -> None:
+        self.window.ask_button.click()
+
 
 def test_the_qt_demo(app: Any, attach: Any) -> None:
     demo_scenario(QtDemoDriver(app, attach))
+
+
+def test_the_qt_demos_rpc_panel(app: Any, attach: Any, tmp_path: Any) -> None:
+    from chromium import AVAILABLE
+
+    if not AVAILABLE:
+        pytest.skip("chromium is not installed (bash .ci/run installs the Debian package)")
+    demo_rpc_scenario(QtDemoDriver(app, attach), tmp_path / "profile")
 
 
 

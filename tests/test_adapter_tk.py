@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import DEADLINE, Recorder, Worker, count_polls
-from demoscenario import demo_scenario, load_demo
+from demoscenario import demo_rpc_scenario, demo_scenario, load_demo
 from guiclients import ListeningClient, start_clients, wait_until
 from wsserver import Server
 from xvfb import Xvfb, XvfbUnavailable
@@ -123,6 +123,49 @@ def test_echo_runs_every_callback_on_the_tk_thread(root: Any, server: Server) ->
     assert log.size() == 200
     assert recorder.thread_ids == {threading.get_ident()}
     recorder.check_invariants()
+
+
+def test_an_rpc_result_deferred_to_an_after_callback(root: Any, server: Server) -> None:
+    """A method hands its answer to a Tk timer (as one waiting on a dialog
+    would): the call is answered when the timer fires, on the Tk thread,
+    and the window goes on serving other calls meanwhile."""
+    import json
+
+    from wsserver.rpc import Deferred, JsonRpc
+
+    rpc = JsonRpc(server)
+    resolved_on: list[int] = []
+
+    def resolve(deferred: Deferred, value: int) -> None:
+        resolved_on.append(threading.get_ident())
+        deferred.resolve(value)
+
+    @rpc.method
+    def later(value: int) -> Deferred:
+        deferred = Deferred()
+        root.after(50, resolve, deferred, value * 2)
+        return deferred
+
+    @rpc.method
+    def now() -> str:
+        return "now"
+
+    tk_adapter.attach(server, root)
+
+    def call() -> dict[int, Any]:
+        from websockets.sync.client import connect
+
+        with connect(server.get_url(), open_timeout=DEADLINE) as ws:
+            ws.send('{"jsonrpc": "2.0", "method": "later", "params": [21], "id": 1}')
+            ws.send('{"jsonrpc": "2.0", "method": "now", "id": 2}')
+            answers = [json.loads(ws.recv(timeout=DEADLINE)) for _ in range(2)]
+            return {answer["id"]: answer["result"] for answer in answers}
+
+    worker = Worker(call)
+    worker.start()
+    tk_until(root, lambda: not worker.is_alive(), what="the calls to be answered")
+    assert worker.outcome() == {1: 42, 2: "now"}
+    assert resolved_on == [threading.get_ident()]
 
 
 def test_publish_from_a_button(root: Any, server: Server) -> None:
@@ -409,9 +452,23 @@ class TkDemoDriver:
         self.root.after(0, self.root.destroy)
         self.root.mainloop()
 
+    def type_draft(self, text: str) -> None:
+        self.window.entry.insert(0, text)
+
+    def ask_pages(self) -> None:
+        self.window.ask_button.invoke()
+
 
 def test_the_tk_demo(root: Any) -> None:
     demo_scenario(TkDemoDriver(root))
+
+
+def test_the_tk_demos_rpc_panel(root: Any, tmp_path: Any) -> None:
+    from chromium import AVAILABLE
+
+    if not AVAILABLE:
+        pytest.skip("chromium is not installed (bash .ci/run installs the Debian package)")
+    demo_rpc_scenario(TkDemoDriver(root), tmp_path / "profile")
 
 
 def test_a_send_from_a_worker_thread_is_refused_with_the_way_to_hand_it_over(root: Any, server: Server) -> None:
