@@ -194,14 +194,22 @@ class HttpDriver:
                     self._send_error(404, "no WebSocket on this path", request=request)
             else:
                 self._keep_alive = request.keep_alive and not context.stopping
+                http = context.server.http_server
+                # A body to stream refused from its head (the guard's answer)
+                # is never read: the connection ends with the answer.
+                refusal = http.refusal(request) if parser.body_streaming else None
+                if refusal is not None:
+                    self._keep_alive = False
+                    self._respond(request, refusal)
+                    return
                 try:
                     # A route that streams its body, and a body to stream.
-                    receiver = context.server.http_server.body_receiver(request) if parser.body_streaming else None
+                    receiver = http.body_receiver(request) if parser.body_streaming else None
                 except HttpError as exc:
                     self._send_error(exc.status, exc.message, request=request)
                     return
                 if receiver is None:
-                    self._respond(request, context.server.http_server.handle(request))
+                    self._respond(request, http.handle(request))
                 elif not self._start_upload(receiver):
                     return
         if self._body is not None and parser.buffered_size > parser.max_request_line + parser.max_header_bytes:

@@ -84,6 +84,12 @@ class HttpServer:
     :ivar sessions: signed session cookies (a :class:`~wsserver.http.sessions.Sessions`),
         or None (the default) for none: ``request.session`` in routes and
         in ``on_upgrade_to_websocket``.
+    :ivar guard: called with every request's head before a route or a file
+        answers it (not upgrades: ``on_upgrade_to_websocket`` decides those);
+        what it returns, if not None, is the answer instead, as a route
+        handler's would be (a 403 for a device that is not paired, say:
+        :meth:`~wsserver.http.pairing.Pairing.guard`). It runs before a
+        body is read.
     """
 
     def __init__(self, context: ServerContext, root: str | os.PathLike[str] | None = None) -> None:
@@ -100,6 +106,7 @@ class HttpServer:
         self.websocket_paths: Collection[str] | None = None
         self.upload_dir: str | None = None
         self.sessions: Sessions | None = None
+        self.guard: Callable[[Request], HandlerResult] | None = None
         self.gzip = True
         self._gzip_cache = GzipCache()
 
@@ -226,10 +233,18 @@ class HttpServer:
         """The answer to ``request`` when it is known from the head alone:
         501 for an unknown method, 405 for a method the route does not
         take, 404 with neither a route nor a root; None when a handler or
-        the static files will serve it. ``Expect: 100-continue`` is
-        answered with it before the body is sent."""
+        the static files will serve it; or the :attr:`guard`'s answer.
+        ``Expect: 100-continue`` is answered with it before the body is sent."""
         if request.method not in KNOWN_METHODS:
             return self.error_response(501, f"method {request.method} not implemented", request=request)
+        if self.guard is not None:
+            try:
+                answer = self.guard(request)
+                if answer is not None:
+                    return to_response(answer)
+            except Exception as exc:  # application code, also run outside handle()
+                self._context.report_error(None, exc)
+                return self.error_response(500, request=request)
         route = self._find_route(request)
         if route is not None:
             if request.method not in route.methods:
