@@ -136,3 +136,67 @@ def test_safe_by_default_and_opened_up_by_name() -> None:
         assert upgrade_from(url, "http://app.example") == "hi"
     finally:
         assert stop(process) == 0
+
+
+def read_pairing(process: subprocess.Popen) -> tuple[str, list[str]]:
+    """The pairing link the server printed, and the QR code's lines under it."""
+    assert process.stdout is not None
+    for line in iter(process.stdout.readline, ""):
+        if line.startswith("Pair a device"):
+            link = line.split()[-1]
+            qr = [process.stdout.readline().rstrip("\n")]
+            while len(qr) < len(qr[0]) // 2:  # the code is square: two rows of modules a line
+                qr.append(process.stdout.readline().rstrip("\n"))
+            return link, qr
+    pytest.fail("no pairing link was printed")
+
+
+def decode_terminal_qr(lines: list[str]) -> list[str]:
+    """Read a QR code drawn with block characters (light modules as blocks)
+    with a real QR reader; its texts."""
+    np = pytest.importorskip("numpy")
+    zxingcpp = pytest.importorskip("zxingcpp")
+    halves = {"\u2588": (255, 255), "\u2584": (0, 255), "\u2580": (255, 0), " ": (0, 0)}
+    rows = [[halves[c][half] for c in line] for line in lines for half in (0, 1)]
+    pixels = np.kron(np.array(rows, dtype=np.uint8), np.ones((6, 6), dtype=np.uint8))
+    return [code.text for code in zxingcpp.read_barcodes(pixels)]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_lan_prints_a_one_time_link_and_its_qr_code(tls: bool) -> None:
+    if tls:
+        pytest.importorskip("cryptography")
+    pytest.importorskip("segno")
+    import urllib.error
+    import urllib.request
+
+    process, url = start("--lan", "--host", "127.0.0.1", *(("--tls",) if tls else ()))
+    try:
+        link, qr = read_pairing(process)
+        scheme = "https" if tls else "http"
+        assert url.startswith("wss://" if tls else "ws://") and link.startswith(f"{scheme}://127.0.0.1:")
+        assert decode_terminal_qr(qr) == [link]
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # the certificate is self-signed
+
+        class Stay(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                return None  # see the 303 itself
+
+        opener = urllib.request.build_opener(Stay, urllib.request.HTTPSHandler(context=insecure))
+        with pytest.raises(urllib.error.HTTPError) as first:
+            opener.open(link, timeout=DEADLINE)
+        assert first.value.code == 303 and "HttpOnly" in first.value.headers["Set-Cookie"]
+        with pytest.raises(urllib.error.HTTPError) as second:
+            opener.open(link, timeout=DEADLINE)
+        assert second.value.code == 403
+        # The next device gets a new link, printed with its code.
+        next_link, next_qr = read_pairing(process)
+        assert next_link != link and decode_terminal_qr(next_qr) == [next_link]
+    finally:
+        assert stop(process) == 0
+
+
+def test_tls_without_lan_is_refused() -> None:
+    result = subprocess.run([sys.executable, "-m", "wsserver", "--tls"], capture_output=True, text=True, timeout=DEADLINE)
+    assert result.returncode == 2 and "--tls goes with --lan" in result.stderr
