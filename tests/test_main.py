@@ -11,6 +11,7 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import DEADLINE
+from qrread import read_qr
 
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:
@@ -152,14 +153,9 @@ def read_pairing(process: subprocess.Popen) -> tuple[str, list[str]]:
 
 
 def decode_terminal_qr(lines: list[str]) -> list[str]:
-    """Read a QR code drawn with block characters (light modules as blocks)
-    with a real QR reader; its texts."""
-    np = pytest.importorskip("numpy")
-    zxingcpp = pytest.importorskip("zxingcpp")
-    halves = {"\u2588": (255, 255), "\u2584": (0, 255), "\u2580": (255, 0), " ": (0, 0)}
-    rows = [[halves[c][half] for c in line] for line in lines for half in (0, 1)]
-    pixels = np.kron(np.array(rows, dtype=np.uint8), np.ones((6, 6), dtype=np.uint8))
-    return [code.text for code in zxingcpp.read_barcodes(pixels)]
+    """Read a QR code drawn with block characters (light modules as blocks)."""
+    dark = {"\u2588": (False, False), "\u2584": (True, False), "\u2580": (False, True), " ": (True, True)}
+    return read_qr([[dark[c][half] for c in line] for line in lines for half in (0, 1)])
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
