@@ -16,6 +16,10 @@ and ``/wsserver-rpc.js`` in the page): the page calls ``desktop.draft()``,
 which reads what is typed in the window's publish box, and the window's
 "Ask every page" button calls ``page.status()`` in every page and logs the
 answers as they come.
+
+With ``--lan`` the room is for phones: the window shows a QR code of a
+one-time pairing link, and only paired devices (and this machine) get the
+page or a WebSocket; a paired device can be revoked from the client list.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import wsserver
+from wsserver.http import Request
+from wsserver.http.pairing import PairedDevice, Pairing
 from wsserver.rpc import JsonRpc, RpcError
 
 PAGE = pathlib.Path(__file__).with_name("chat.html")
@@ -49,6 +55,7 @@ class Member:
     name: str = ""
     received: int = 0  # messages from this client
     sent: int = 0  # messages to this client
+    device: str | None = None  # the paired device it connected from (with pairing on)
 
     @property
     def label(self) -> str:
@@ -70,11 +77,14 @@ class RoomView(Protocol):
         """The text typed in the publish box now (pages read it over JSON-RPC)."""
         ...
 
+    def show_pairing(self, link: str) -> None:
+        """Show the QR code of ``link``, the one-time link the next device pairs with."""
+
 
 class ChatRoom:
     """A :class:`wsserver.Server` that relays chat lines between browsers and the window."""
 
-    def __init__(self, view: RoomView, server: wsserver.Server | None = None) -> None:
+    def __init__(self, view: RoomView, server: wsserver.Server | None = None, pair: bool = False) -> None:
         self.view = view
         self.server = server or wsserver.Server()
         self.members: dict[int, Member] = {}
@@ -89,11 +99,18 @@ class ChatRoom:
         self.stopping = False
         server.http_server.route("/", handler=lambda request: self.page)
         self.rpc = JsonRpc(server, {"desktop": {"draft": self._draft}})
+        self.pairing: Pairing | None = None
+        if pair:
+            self.pairing = Pairing(server.http_server, on_paired=self._paired)
+            server.http_server.guard = self.pairing.guard
+            server.on_upgrade_to_websocket = self._admit
 
     def start(self, host: str = "127.0.0.1", port: int = 8765) -> None:
         self.server.start(host, port)
         self.stopping = False
         self.view.logged(f"serving {self.page_url()}")
+        if self.pairing is not None:
+            self.new_pairing_link()
 
     def page_url(self) -> str:
         """The chat page's address; the LAN address when bound to all interfaces."""
@@ -107,6 +124,25 @@ class ChatRoom:
         if text:
             self._broadcast({"kind": "chat", "from": DESKTOP_NAME, "text": text})
             self.view.logged(f"{DESKTOP_NAME}: {text}")
+
+    def new_pairing_link(self) -> str:
+        """A new one-time link for the next device, shown by the window."""
+        assert self.pairing is not None
+        link = self.pairing.new_link(self.page_url())
+        self.view.show_pairing(link)
+        return link
+
+    def revoke_member(self, member_id: int) -> None:
+        """Unpair the device a member connected from, and close every
+        connection it has."""
+        member = self.members.get(member_id)
+        if self.pairing is None or member is None or member.device is None:
+            return
+        self.pairing.revoke(member.device)
+        self.view.logged(f"revoked the device of {member.label}")
+        for other in list(self.members.values()):
+            if other.device == member.device:
+                self.server.close(other.id, 1008, "this device was unpaired")
 
     def close_member(self, member_id: int) -> None:
         member = self.members.get(member_id)
@@ -134,6 +170,15 @@ class ChatRoom:
     def _page_failed(self, client: wsserver.Client, error: RpcError) -> None:
         self.view.logged(f"{self._label(client)}'s page did not answer: {error}")
 
+    def _paired(self, device: PairedDevice) -> None:
+        self.view.logged(f"paired a device at {device.address}")
+        self.new_pairing_link()
+
+    def _admit(self, client: wsserver.Client, request: Request, response: wsserver.UpgradeResponse, *_: Any) -> None:
+        assert self.pairing is not None
+        if not self.pairing.allows(request, client.remote_address):
+            response.error_status(403, "this device is not paired: scan the code the desktop shows")
+
     def _label(self, client: wsserver.Client) -> str:
         member = self.members.get(client.id)
         return member.label if member is not None else f"guest {client.id}"
@@ -142,7 +187,8 @@ class ChatRoom:
 
     def _on_open(self, client: wsserver.Client) -> None:
         host, port = client.remote_address[:2]
-        member = Member(client.id, f"{host}:{port}")
+        device = self.pairing.device(client.request) if self.pairing is not None else None
+        member = Member(client.id, f"{host}:{port}", device=device.id if device is not None else None)
         self.members[client.id] = member
         for line in self.history:
             client.send(line)
@@ -208,11 +254,12 @@ def _parse_line(data: str | bytes) -> tuple[str, str] | None:
     return (name, text) if text else None
 
 
-def parse_command_line(description: str, argv: list[str] | None = None) -> tuple[str, int]:
-    """The host and port a demo window listens on, from its command line."""
+def parse_command_line(description: str, argv: list[str] | None = None) -> tuple[str, int, bool]:
+    """The host and port a demo window listens on, and whether it pairs
+    devices (``--lan``), from its command line."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    parser.add_argument("--lan", action="store_true", help="bind 0.0.0.0 so other devices on the LAN can join")
+    parser.add_argument("--lan", action="store_true", help="bind 0.0.0.0 and let devices on the LAN join by scanning a pairing QR code")
     args = parser.parse_args(argv)
-    return ("0.0.0.0" if args.lan else args.host), args.port
+    return ("0.0.0.0" if args.lan else args.host), args.port, args.lan

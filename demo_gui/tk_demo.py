@@ -1,7 +1,7 @@
 """A Tk window that serves a chat page and talks with every browser that opens it.
 
     python demo_gui/tk_demo.py               # page on http://127.0.0.1:8765/
-    python demo_gui/tk_demo.py --lan         # bind 0.0.0.0 so phones on the LAN can join
+    python demo_gui/tk_demo.py --lan         # bind 0.0.0.0; phones join by scanning the QR code it shows
 
 The server runs on the Tk thread, pumped by ``wsserver.adapters.tk``: no
 threads, and the window stays responsive however busy the clients are.
@@ -18,15 +18,17 @@ from tkinter import messagebox, ttk
 import wsserver
 from chatroom import ChatRoom, Member, parse_command_line
 from wsserver.adapters import tk as tk_adapter
+from wsserver.lan import qr_matrix
 
 LOG_LINES = 500
+QR_MODULE = 4  # pixels per QR module
 COLUMNS = (("name", "Name", 110), ("address", "Address", 150), ("since", "Since", 80), ("in", "In", 60), ("out", "Out", 60))
 
 
 class TkChatWindow:
     """The window: clients, live log, publish box; it follows a :class:`ChatRoom`."""
 
-    def __init__(self, root: tkinter.Tk, server: wsserver.Server | None = None) -> None:
+    def __init__(self, root: tkinter.Tk, server: wsserver.Server | None = None, pair: bool = False) -> None:
         self.root = root
         self.alive = True
         root.title("wsserver chat (Tk)")
@@ -49,6 +51,12 @@ class TkChatWindow:
         panes = ttk.PanedWindow(root, orient="vertical")
         panes.pack(fill="both", expand=True, padx=10)
         clients = ttk.Frame(panes)
+        # With pairing on: the QR code of the next pairing link, right of the list.
+        self.qr_panel = ttk.Frame(clients, padding=(8, 0, 0, 0))
+        self.qr = tkinter.Canvas(self.qr_panel, width=0, height=0, highlightthickness=0, background="white")
+        self.qr.pack()
+        ttk.Label(self.qr_panel, text="Scan to join\n(works once)", justify="center").pack()
+        self.pairing_link = ""
         self.tree = ttk.Treeview(clients, columns=[c[0] for c in COLUMNS], show="headings", height=5, selectmode="browse")
         for key, title, width in COLUMNS:
             self.tree.heading(key, text=title)
@@ -61,6 +69,10 @@ class TkChatWindow:
         # JSON-RPC into every page: each answer lands in the log below.
         self.ask_button = ttk.Button(buttons, text="Ask every page", command=lambda: self.room.ask_pages())
         self.ask_button.pack(side="right", padx=(0, 6))
+        self.revoke_button = ttk.Button(buttons, text="Revoke device", command=self._revoke_selected)
+        if pair:
+            self.revoke_button.pack(side="right", padx=(0, 6))
+            self.qr_panel.pack(side="right", anchor="n", before=self.tree)
         panes.add(clients, weight=1)
 
         log_frame = ttk.Frame(panes)
@@ -79,7 +91,7 @@ class TkChatWindow:
         self.publish_button = ttk.Button(bottom, text="Publish to all", command=self._publish)
         self.publish_button.pack(side="left", padx=(6, 0))
 
-        self.room = ChatRoom(self, server)
+        self.room = ChatRoom(self, server, pair)
 
     # -- RoomView ------------------------------------------------------------
 
@@ -114,6 +126,19 @@ class TkChatWindow:
     def draft(self) -> str:
         return self.entry.get()
 
+    def show_pairing(self, link: str) -> None:
+        if not self.alive:
+            return
+        self.pairing_link = link
+        matrix = qr_matrix(link)
+        canvas = self.qr
+        canvas.delete("all")
+        canvas.configure(width=len(matrix) * QR_MODULE, height=len(matrix) * QR_MODULE)
+        for y, row in enumerate(matrix):
+            for x, dark in enumerate(row):
+                if dark:
+                    canvas.create_rectangle(x * QR_MODULE, y * QR_MODULE, (x + 1) * QR_MODULE, (y + 1) * QR_MODULE, fill="black", width=0)
+
     # -- actions -------------------------------------------------------------
 
     def show_url(self, url: str) -> None:
@@ -131,6 +156,10 @@ class TkChatWindow:
         for iid in self.tree.selection():
             self.room.close_member(int(iid))
 
+    def _revoke_selected(self) -> None:
+        for iid in self.tree.selection():
+            self.room.revoke_member(int(iid))
+
     def _show_count(self) -> None:
         n = len(self.tree.get_children())
         self.count["text"] = f"{n} client{'s' if n != 1 else ''}"
@@ -141,10 +170,10 @@ class TkChatWindow:
 
 
 def main(argv: list[str] | None = None) -> int:
-    host, port = parse_command_line(__doc__.splitlines()[0], argv)
+    host, port, pair = parse_command_line(__doc__.splitlines()[0], argv)
 
     root = tkinter.Tk()
-    window = TkChatWindow(root)
+    window = TkChatWindow(root, pair=pair)
     try:
         window.room.start(host, port)
     except OSError as exc:

@@ -44,6 +44,11 @@ class DemoDriver(Protocol):
         """Type ``text`` in the publish box without publishing it."""
     def ask_pages(self) -> None:
         """Press the "Ask every page" button."""
+    def pairing_link(self) -> str:
+        """The link whose QR code the window shows."""
+    def qr_modules(self) -> list[list[bool]]:
+        """The QR code as the window draws it (True: dark)."""
+    def revoke_first_row(self) -> None: ...
 
 
 def demo_scenario(driver: DemoDriver) -> None:
@@ -140,4 +145,72 @@ def demo_rpc_scenario(driver: DemoDriver, profile: pathlib.Path) -> None:
         done.set()
         driver.pump_until(lambda: not page.is_alive(), "the browser to close")
     assert page.outcome().startswith("The desktop is typing: \u201chalf a thought\u201d")
+    driver.close_window()
+
+
+def demo_pairing_scenario(driver: DemoDriver, as_strangers: Callable[[], Any]) -> None:
+    """With --lan: the window shows the QR code of a one-time link; a device
+    that is not paired gets neither the page nor a WebSocket; the link pairs
+    it (and the code moves on to a new link), and revoking its row closes
+    it and keeps it out. ``as_strangers()`` makes this machine's loopback
+    clients count as other devices."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    from qrread import read_qr
+
+    room = driver.room
+    room.start("127.0.0.1", 0)
+    driver.attach()
+    as_strangers()
+    host, port = room.server.get_local_ip()
+    link = driver.pairing_link()
+    assert link.startswith(f"http://{host}:{port}/pair/") and read_qr(driver.qr_modules()) == [link]
+
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
+        worker = Worker(fn, *args)
+        worker.start()
+        driver.pump_until(lambda: not worker.is_alive(), fn.__name__)
+        return worker.outcome()
+
+    def get(path: str) -> tuple[int, str | None]:
+        connection = http.client.HTTPConnection(host, port, timeout=DEADLINE)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.getheader("Set-Cookie")
+        finally:
+            connection.close()
+
+    def upgrade(cookie: str | None) -> int:
+        """The status of an upgrade: 101, or the refusal's."""
+        try:
+            with connect(room.server.get_url("chat"), additional_headers={"Cookie": cookie} if cookie else {}, open_timeout=DEADLINE):
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert run(get, "/")[0] == 403 and run(upgrade, None) == 403
+    status, cookie = run(get, "/" + link.split("/", 3)[3])
+    assert status == 303 and cookie is not None
+    session = cookie.partition(";")[0]
+    driver.pump_until(lambda: driver.pairing_link() != link, "a new link once the first is spent")
+    assert read_qr(driver.qr_modules()) == [driver.pairing_link()] and run(get, "/" + link.split("/", 3)[3])[0] == 403
+
+    def stay(cookie: str) -> int | None:
+        """Stay connected until the server closes; its close code."""
+        with connect(room.server.get_url("chat"), additional_headers={"Cookie": cookie}, open_timeout=DEADLINE) as ws:
+            try:
+                while True:
+                    ws.recv(timeout=DEADLINE)
+            except ConnectionClosed:
+                return ws.close_code
+
+    paired = Worker(stay, session)
+    paired.start()
+    driver.pump_until(lambda: len(driver.rows()) == 1, "the paired device's row")
+    driver.revoke_first_row()
+    driver.pump_until(lambda: not driver.rows() and not paired.is_alive(), "the revoked device to be closed")
+    assert paired.outcome() == 1008
+    assert run(upgrade, session) == 403 and "revoked the device of guest" in driver.log_text()
     driver.close_window()

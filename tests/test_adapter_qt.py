@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import DEADLINE, Recorder, Worker, count_polls
-from demoscenario import demo_rpc_scenario, demo_scenario, load_demo
+from demoscenario import demo_pairing_scenario, demo_rpc_scenario, demo_scenario, load_demo
 from guiclients import ListeningClient, start_clients, wait_until
 from wsserver import Server
 
@@ -275,10 +275,10 @@ def test_importing_wsserver_imports_no_gui_toolkit() -> None:
 class QtDemoDriver:
     """What demo_scenario needs from the Qt demo window."""
 
-    def __init__(self, app: Any, attach: Callable[..., Any]) -> None:
+    def __init__(self, app: Any, attach: Callable[..., Any], pair: bool = False) -> None:
         self.app = app
         self._attach = attach
-        self.window = load_demo("qt_demo").QtChatWindow()
+        self.window = load_demo("qt_demo").QtChatWindow(pair=pair)
         self.window.show()
         self.room = self.window.room
 
@@ -314,9 +314,29 @@ class QtDemoDriver:
     def ask_pages(self) -> None:
         self.window.ask_button.click()
 
+    def pairing_link(self) -> str:
+        return self.window.pairing_link
+
+    def qr_modules(self) -> list[list[bool]]:
+        """Read back from the widget's pixels, one sample in each module's middle."""
+        module = load_demo("qt_demo").QR_MODULE
+        image = self.window.qr.grab().toImage()
+        size = image.width() // module
+        return [[image.pixelColor(x * module + module // 2, y * module + module // 2).lightness() < 128 for x in range(size)] for y in range(size)]
+
+    def revoke_first_row(self) -> None:
+        self.window.tree.topLevelItem(0).setSelected(True)
+        self.window.revoke_button.click()
+
 
 def test_the_qt_demo(app: Any, attach: Any) -> None:
     demo_scenario(QtDemoDriver(app, attach))
+
+
+def test_the_qt_demo_pairs_devices_by_qr_code(app: Any, attach: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsserver.http import pairing
+
+    demo_pairing_scenario(QtDemoDriver(app, attach, pair=True), lambda: monkeypatch.setattr(pairing, "_loopback", lambda host: False))
 
 
 def test_the_qt_demos_rpc_panel(app: Any, attach: Any, tmp_path: Any) -> None:

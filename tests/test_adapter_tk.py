@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import DEADLINE, Recorder, Worker, count_polls
-from demoscenario import demo_rpc_scenario, demo_scenario, load_demo
+from demoscenario import demo_pairing_scenario, demo_rpc_scenario, demo_scenario, load_demo
 from guiclients import ListeningClient, start_clients, wait_until
 from wsserver import Server
 from xvfb import Xvfb, XvfbUnavailable
@@ -421,9 +421,9 @@ def test_detach_stops_pumping(root: Any, server: Server) -> None:
 class TkDemoDriver:
     """What demo_scenario needs from the Tk demo window."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, pair: bool = False) -> None:
         self.root = root
-        self.window = load_demo("tk_demo").TkChatWindow(root)
+        self.window = load_demo("tk_demo").TkChatWindow(root, pair=pair)
         self.room = self.window.room
 
     def attach(self) -> None:
@@ -458,9 +458,33 @@ class TkDemoDriver:
     def ask_pages(self) -> None:
         self.window.ask_button.invoke()
 
+    def pairing_link(self) -> str:
+        return self.window.pairing_link
+
+    def qr_modules(self) -> list[list[bool]]:
+        """Read back from the canvas: each dark rectangle drawn is a module."""
+        module = load_demo("tk_demo").QR_MODULE
+        canvas = self.window.qr
+        size = int(canvas["width"]) // module
+        modules = [[False] * size for _ in range(size)]
+        for item in canvas.find_all():
+            x, y = (int(v) // module for v in canvas.coords(item)[:2])
+            modules[y][x] = True
+        return modules
+
+    def revoke_first_row(self) -> None:
+        self.window.tree.selection_set(self.window.tree.get_children()[0])
+        self.window.revoke_button.invoke()
+
 
 def test_the_tk_demo(root: Any) -> None:
     demo_scenario(TkDemoDriver(root))
+
+
+def test_the_tk_demo_pairs_devices_by_qr_code(root: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsserver.http import pairing
+
+    demo_pairing_scenario(TkDemoDriver(root, pair=True), lambda: monkeypatch.setattr(pairing, "_loopback", lambda host: False))
 
 
 def test_the_tk_demos_rpc_panel(root: Any, tmp_path: Any) -> None:
