@@ -2,13 +2,17 @@
 
     python bench/upload.py                  # a 1 GiB streamed upload, then buffered 1 and 15 MiB POSTs
     python bench/upload.py --size 200 --buffered-count 3
+    python bench/upload.py --browser        # the streamed upload from headless Chromium instead of curl
 
 The server runs in this process, pumped the way a GUI loop pumps it: wait
 for its descriptor to be ready (or its next timer), then ``poll(0)``, each
 step timed. curl, a separate process on loopback, sends:
 
   stream    one multipart/form-data file of --size MiB to a route with
-            ``stream=True`` (written to a temporary file, then deleted)
+            ``stream=True`` (written to a temporary file, then deleted);
+            with --browser, headless Chromium sends it instead, the file
+            set on a page's <input type=file> over DevTools and posted
+            with fetch(FormData), the way a page's upload form does
   buffered  --buffered-count POSTs of 1 MiB (the default max_body_size)
             and of 15 MiB (a route that raises it) to routes that take the
             body whole (``request.body``): it is made ``bytes`` with one
@@ -34,12 +38,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wsserver import Server  # noqa: E402
 from wsserver.http import Request  # noqa: E402
+
+T = TypeVar("T")
 
 
 def peak_rss_mib() -> float:
@@ -77,22 +84,77 @@ def pump_while(server: Server, running: Callable[[], bool]) -> list[tuple[float,
     return steps
 
 
-def run(server: Server, argv: list[str]) -> tuple[float, list[tuple[float, float]], subprocess.CompletedProcess[bytes]]:
-    """Run curl while pumping; its wall time, the poll steps, its outcome."""
+def run(server: Server, client: Callable[[], T]) -> tuple[float, list[tuple[float, float]], T]:
+    """Run ``client`` in a thread while pumping; its wall time, the poll
+    steps, and what it returned (it raises here if it raised there)."""
     running = threading.Event()
     running.set()
-    result: list[subprocess.CompletedProcess[bytes]] = []
+    outcome: list[T] = []
+    failure: list[BaseException] = []
 
-    def client() -> None:
-        result.append(subprocess.run(argv, capture_output=True, timeout=600))
-        running.clear()
+    def work() -> None:
+        try:
+            outcome.append(client())
+        except BaseException as error:  # handed to the pumping thread
+            failure.append(error)
+        finally:
+            running.clear()
 
     start = time.perf_counter()
-    thread = threading.Thread(target=client, daemon=True)
+    thread = threading.Thread(target=work, daemon=True)
     thread.start()
     steps = pump_while(server, running.is_set)
     thread.join()
-    return time.perf_counter() - start, steps, result[0]
+    if failure:
+        raise failure[0]
+    return time.perf_counter() - start, steps, outcome[0]
+
+
+def curl(argv: list[str]) -> Callable[[], str]:
+    """A client that runs curl and returns its output, or raises with its error."""
+
+    def client() -> str:
+        result = subprocess.run(argv, capture_output=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"curl failed: {result.stderr!r}")
+        return result.stdout.decode()
+
+    return client
+
+
+UPLOAD_PAGE = """<!doctype html><meta charset="utf-8"><title>upload</title>
+<form id="f"><input type="file" name="file"></form>"""
+
+# What a page's upload form does: the browser builds the multipart body
+# from the form. Timed in the page, so the browser's start is not counted.
+SUBMIT = """(async () => {
+  const start = performance.now();
+  const answer = await fetch("/stream", {method: "POST", body: new FormData(document.getElementById("f"))});
+  return {text: await answer.text(), seconds: (performance.now() - start) / 1000};
+})()"""
+
+
+def chromium(url: str, path: Path, profile: Path, timing: list[float]) -> Callable[[], str]:
+    """A client that opens ``url`` in headless Chromium, sets ``path`` on
+    the page's file input over DevTools and posts the form; the upload's
+    time, measured in the page, is appended to ``timing``."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from chromium import AVAILABLE, Chromium
+
+    if not AVAILABLE:
+        sys.exit("chromium is needed for --browser")
+
+    def client() -> str:
+        with Chromium(profile, 600.0) as browser:
+            session = browser.open(url)
+            root = browser.call("DOM.getDocument", session)["root"]["nodeId"]
+            node = browser.call("DOM.querySelector", session, nodeId=root, selector="input[type=file]")["nodeId"]
+            browser.call("DOM.setFileInputFiles", session, files=[str(path)], nodeId=node)
+            outcome = browser.evaluate(session, SUBMIT)
+            timing.append(outcome["seconds"])
+            return str(outcome["text"])
+
+    return client
 
 
 def describe_steps(steps: list[tuple[float, float]]) -> str:
@@ -109,9 +171,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024, help="MiB of the streamed upload (default 1024)")
     parser.add_argument("--buffered-count", type=int, default=5, help="buffered POSTs of each size (default 5)")
+    parser.add_argument("--browser", action="store_true", help="send the streamed upload from headless Chromium")
     args = parser.parse_args()
-    curl = shutil.which("curl")
-    if curl is None:
+    curl_path = shutil.which("curl")
+    if curl_path is None:
         sys.exit("curl is needed")
 
     server = Server()
@@ -122,6 +185,8 @@ def main() -> None:
     def stream(request: Request) -> str:
         received.append(sum(f.size for f in request.files.values()))
         return "ok"
+
+    server.http_server.route("/", handler=lambda request: UPLOAD_PAGE)
 
     @server.http_server.route("/buffered", methods=("POST",), max_body_size=16 * 1024 * 1024)
     def buffered(request: Request) -> str:
@@ -135,14 +200,20 @@ def main() -> None:
         server.http_server.upload_dir = str(incoming)
         big = Path(scratch) / "upload.bin"
         write_file(big, args.size)
-        seconds, steps, result = run(server, [curl, "-sS", "-F", f"file=@{big}", str(server.http_server.get_url("stream"))])
+        timing: list[float] = []
+        if args.browser:
+            sender, client = "Chromium", chromium(str(server.http_server.get_url()), big, Path(scratch) / "profile", timing)
+        else:
+            sender, client = "curl", curl([curl_path, "-sS", "-F", f"file=@{big}", str(server.http_server.get_url("stream"))])
+        seconds, steps, answer = run(server, client)
+        seconds = timing[0] if timing else seconds  # the page's own measure: the browser's start is not the upload
         # The temporary file is deleted a slice per step after the answer: those steps count too.
         deadline = time.monotonic() + 10
         steps += pump_while(server, lambda: any(incoming.iterdir()) and time.monotonic() < deadline)
         left = os.listdir(incoming)
-    if result.returncode != 0 or received != [args.size * 1024 * 1024] or left:
-        sys.exit(f"the streamed upload failed: {result.stderr!r}, received {received}, left {left}")
-    print(f"stream   {args.size} MiB in {seconds:.2f} s = {args.size / seconds:.0f} MiB/s; {describe_steps(steps)}; peak RSS {rss_start:.0f} -> {peak_rss_mib():.0f} MiB")
+    if answer != "ok" or received != [args.size * 1024 * 1024] or left:
+        sys.exit(f"the streamed upload failed: answer {answer!r}, received {received}, left {left}")
+    print(f"stream   {args.size} MiB from {sender} in {seconds:.2f} s = {args.size / seconds:.0f} MiB/s; {describe_steps(steps)}; peak RSS {rss_start:.0f} -> {peak_rss_mib():.0f} MiB")
 
     for mib in (1, 15):
         with tempfile.TemporaryDirectory() as scratch:
@@ -152,9 +223,9 @@ def main() -> None:
             total = 0.0
             for _ in range(args.buffered_count):
                 received.clear()
-                seconds, steps, result = run(server, [curl, "-sS", "--data-binary", f"@{body}", str(server.http_server.get_url("buffered"))])
-                if result.returncode != 0 or received != [mib * 1024 * 1024]:
-                    sys.exit(f"a buffered POST failed: {result.stderr!r}")
+                seconds, steps, answer = run(server, curl([curl_path, "-sS", "--data-binary", f"@{body}", str(server.http_server.get_url("buffered"))]))
+                if answer != "ok" or received != [mib * 1024 * 1024]:
+                    sys.exit(f"a buffered POST failed: answer {answer!r}, received {received}")
                 all_steps += steps
                 total += seconds
         print(f"buffered {args.buffered_count} x {mib} MiB in {total:.2f} s; {describe_steps(all_steps)}; peak RSS {peak_rss_mib():.0f} MiB")
