@@ -66,7 +66,7 @@ MAX_FIELDS_SIZE = 8 * 1024 * 1024
 _LIBRARY_LIMITS = {"max_header_count": 2**31, "max_header_size": 2**31}
 
 #: Bytes of a file freed per step when a temporary file is deleted (see :func:`delete_in_slices`).
-DELETE_SLICE = 16 * 1024 * 1024
+DELETE_SLICE = 8 * 1024 * 1024
 
 _INSTALL_HINT = "streamed multipart uploads need python-multipart: pip install wsserver[multipart]"
 
@@ -169,8 +169,9 @@ def safe_filename(name: str) -> str:
 def delete_in_slices(path: Path) -> Iterator[None]:
     """Delete a file a step at a time: one :data:`DELETE_SLICE` cut from
     its end per step, then the unlink. Freeing a big file's blocks and
-    cached pages at once takes about 60 ms per GiB (ext4, here); 16 MiB
-    take under a millisecond. A file already gone (moved by
+    cached pages at once takes about 60 ms per GiB (ext4, here); a 16 MiB
+    cut took 1.5 to 2.5 ms of a step in bench/upload.py, 8 MiB about
+    half. A file already gone (moved by
     :meth:`UploadedFile.save`) ends it."""
     try:
         size = os.stat(path).st_size
