@@ -5,6 +5,7 @@ back by itself after the connection drops."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,80 @@ def test_the_page_and_the_program_call_each_other(server: Server, tmp_path: Path
         "summary": {"seen": sorted(answers)},
     }
     assert errors == []
+
+
+# A page that reconnects only when woken: its backoff is a minute long.
+WAKEFUL = """(async () => {
+  const rpc = await WsRpc.connect(undefined, {pingTimeout: 300, minDelay: 60000, maxDelay: 60000});
+  window.rpc = rpc;
+  window.events = [];
+  rpc.onopen = () => events.push("open");
+  rpc.onclose = (event) => events.push("close " + event.code);
+  await rpc.call("ready");
+})()"""
+
+# Once woken: wait for the new connection, then call through it.
+AFTER_WAKING = """(async () => {
+  while (!events.includes("open")) await new Promise((resolve) => setTimeout(resolve, 10));
+  return {events, answer: await rpc.call("subtract", 5, 3), online: navigator.onLine};
+})()"""
+
+
+def test_a_page_that_wakes_up_finds_a_dead_socket_and_reconnects_at_once(server: Server, tmp_path: Path) -> None:
+    """A frozen page thawed (Page.setWebLifecycleState, as a phone that
+    slept) pings the program; a socket that does not answer is given up and
+    a new one opened at once. And a page waiting out its backoff reconnects
+    as soon as the browser says it is online again."""
+    from chromium import AVAILABLE, Chromium
+    from tcprelay import Relay
+
+    if not AVAILABLE:
+        pytest.skip("chromium is not installed (bash .ci/run installs the Debian package)")
+    server.http_server.route("/", handler=lambda request: PAGE)
+    local = server.get_local_ip()
+    assert local is not None
+    relay = Relay(local)  # the page reaches the server through it
+    rpc = JsonRpc(server, {"subtract": lambda minuend, subtrahend: minuend - subtrahend})
+    ready: list[Client] = []
+    rpc.methods.add("ready", lambda *, client: ready.append(client))
+    connected, silenced, thawed_, closed = (threading.Event() for _ in range(4))
+
+    def browse() -> Any:
+        with Chromium(tmp_path / "profile", 60.0) as browser:
+            session = browser.open(f"http://127.0.0.1:{relay.port}/")
+            browser.evaluate(session, WAKEFUL)
+            connected.set()
+            assert silenced.wait(60.0)  # the test thread makes the server stop answering
+            browser.call("Page.setWebLifecycleState", session, state="frozen")
+            browser.call("Page.setWebLifecycleState", session, state="active")
+            thawed = browser.evaluate(session, AFTER_WAKING)
+            browser.evaluate(session, "events.length = 0")
+            thawed_.set()
+            assert closed.wait(60.0)  # the program closed the connection: the page waits out its minute
+            browser.call("Network.enable", session)
+            browser.call("Network.emulateNetworkConditions", session, offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1)
+            browser.call("Network.emulateNetworkConditions", session, offline=False, latency=0, downloadThroughput=-1, uploadThroughput=-1)
+            return thawed, browser.evaluate(session, AFTER_WAKING)
+
+    page = Worker(browse)
+    page.start()
+    try:
+        pump_until(server, lambda: connected.is_set() and ready, 60.0, "the page to connect")
+        # The connection stays open at both ends, but nothing passes: a socket that died unnoticed.
+        relay.silence()
+        silenced.set()
+        # (Chromium may also close a page's sockets when it freezes it: then the old one is gone already.)
+        pump_until(server, lambda: thawed_.is_set() and rpc.clients()[-1] is not ready[0], 60.0, "the thawed page to reconnect")
+        current = rpc.clients()[-1]
+        relay.cut_silent()
+        server.close(current, 1012, "restarting")
+        pump_until(server, lambda: rpc.clients() == [], 60.0, "the connections to end")
+        closed.set()
+        pump_until(server, lambda: not page.is_alive(), 60.0, "the page to come back online")
+    finally:
+        silenced.set()
+        closed.set()
+        relay.close()
+    thawed, online = page.outcome()
+    assert thawed == {"events": ["close 1006", "open"], "answer": 2, "online": True}
+    assert online == {"events": ["close 1012", "open"], "answer": 2, "online": True}

@@ -12,7 +12,7 @@ from ..http.request import Request
 from ..http.response import Response
 from ..protocol import Message
 from .deferred import Deferred
-from .methods import MethodTable
+from .methods import Method, MethodTable
 from .protocol import (
     CALL_TIMED_OUT,
     CONNECTION_CLOSED,
@@ -41,6 +41,11 @@ CLIENT_SCRIPT_PATH = "/wsserver-rpc.js"
 CLIENT_TYPES_PATH = "/wsserver-rpc.d.ts"
 #: Seconds a call into a page waits for its answer unless told otherwise.
 DEFAULT_CALL_TIMEOUT = 30.0
+#: Methods of the service itself, under the prefix the specification keeps
+#: for "rpc-internal methods and extensions" (section 4), so that no
+#: application method can take their names. ``rpc.ping`` lets a page tell a
+#: live connection from one that died unnoticed (a phone that slept).
+_INTERNAL_METHODS: dict[str, Method] = {"rpc.ping": Method.of("rpc.ping", lambda: None)}
 
 ResultCallback = Callable[[Any], Any]
 ErrorCallback = Callable[[RpcError], Any]
@@ -260,7 +265,7 @@ class JsonRpc:
     def _run(self, peer: _Peer, call: Call, reply: _Reply, index: int) -> None:
         """Run the method ``call`` names; answer it now, or when the
         Deferred it returns is settled."""
-        method = self.methods.get(call.method)
+        method = _INTERNAL_METHODS.get(call.method) or self.methods.get(call.method)
         outcome: Any
         try:
             if method is None:

@@ -15,6 +15,8 @@ declare class WsRpcError extends Error {
 interface WsRpcOptions {
   /** Milliseconds a call waits for its answer (default 30000); then CALL_TIMED_OUT. */
   timeout?: number;
+  /** Milliseconds the "rpc.ping" sent when the page comes back waits before the socket is given up (default 5000). */
+  pingTimeout?: number;
   /** Reconnect after the connection drops (default true), unless the program closed it with 1000. */
   reconnect?: boolean;
   /** First reconnect delay in milliseconds (default 250); it doubles up to maxDelay. */

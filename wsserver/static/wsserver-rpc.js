@@ -17,6 +17,14 @@
  * are rejected with CONNECTION_CLOSED, since whether they ran is unknown.
  * Messages that are not JSON-RPC go both ways too: rpc.send() and
  * rpc.onmessage.
+ *
+ * A phone that sleeps, a laptop that closes its lid, a page the browser
+ * froze: their socket may still say OPEN while the connection is long
+ * dead. So when the page comes back (the "resume", "pageshow",
+ * "visibilitychange" and "online" events), the client asks the program
+ * "rpc.ping" and, without an answer within pingTimeout, drops that socket
+ * and connects again at once; a client waiting to reconnect does so at
+ * once too.
  */
 (function (global) {
   "use strict";
@@ -60,7 +68,7 @@
 
     constructor(url, options) {
       this.url = url || pageServerUrl();
-      this.options = Object.assign({ timeout: 30000, reconnect: true, minDelay: 250, maxDelay: 10000, protocols: undefined }, options);
+      this.options = Object.assign({ timeout: 30000, pingTimeout: 5000, reconnect: true, minDelay: 250, maxDelay: 10000, protocols: undefined }, options);
       /** Called with no argument each time the connection opens. */
       this.onopen = null;
       /** Called with the CloseEvent each time the connection drops. */
@@ -81,6 +89,18 @@
         this._rejectFirst = reject;
       });
       this._firstOpen.catch(() => {}); // connect() hands the rejection on
+      this._checking = false;
+      this._wake = () => this._check();
+      this._pageShown = (event) => { if (event.persisted) this._check(); };
+      this._visible = () => { if (global.document.visibilityState === "visible") this._check(); };
+      if (global.addEventListener) {
+        global.addEventListener("online", this._wake);
+        global.addEventListener("pageshow", this._pageShown);
+      }
+      if (global.document) {
+        global.document.addEventListener("visibilitychange", this._visible);
+        global.document.addEventListener("resume", this._wake); // a frozen page thawed
+      }
       this._open();
     }
 
@@ -123,6 +143,14 @@
     close() {
       this._closing = true;
       clearTimeout(this._retry);
+      if (global.removeEventListener) {
+        global.removeEventListener("online", this._wake);
+        global.removeEventListener("pageshow", this._pageShown);
+      }
+      if (global.document) {
+        global.document.removeEventListener("visibilitychange", this._visible);
+        global.document.removeEventListener("resume", this._wake);
+      }
       const socket = this._socket;
       this._dropped(socket, null);
       if (socket) socket.close(1000);
@@ -134,7 +162,41 @@
       return message;
     }
 
-    _request(method, params) {
+    // The page is back (or the network): is the connection still alive?
+    _check() {
+      if (this._closing || !this.options.reconnect) return;
+      if (this._socket === null) {
+        // Waiting to reconnect: now, not after the backoff.
+        clearTimeout(this._retry);
+        this._attempt = 0;
+        this._open();
+        return;
+      }
+      if (!this.connected || this._checking) return;
+      const socket = this._socket;
+      this._checking = true;
+      this._request("rpc.ping", [], this.options.pingTimeout)
+        .then(
+          () => {},
+          () => { if (this._socket === socket) this._abandon(socket); }
+        )
+        .then(() => { this._checking = false; });
+    }
+
+    // Give up on a socket that does not answer: closing it would wait for
+    // a closing handshake that never comes, so act as if it had closed.
+    _abandon(socket) {
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      socket.close(4000, "no answer to rpc.ping");
+      this._socket = null;
+      const event = { code: 1006, reason: "no answer to rpc.ping", wasClean: false };
+      this._dropped(socket, event);
+      if (this.onclose) this.onclose(event);
+      this._attempt = 0;
+      this._open();
+    }
+
+    _request(method, params, timeout) {
       const id = ++this._lastId;
       const message = this._message(method, params);
       message.id = id;
@@ -147,8 +209,8 @@
         const timer = setTimeout(() => {
           this._pending.delete(id);
           this._queue = this._queue.filter((entry) => entry.id !== id);
-          reject(new WsRpcError(CALL_TIMED_OUT, "Call timed out", "no answer in " + this.options.timeout / 1000 + " s"));
-        }, this.options.timeout);
+          reject(new WsRpcError(CALL_TIMED_OUT, "Call timed out", "no answer in " + (timeout || this.options.timeout) / 1000 + " s"));
+        }, timeout || this.options.timeout);
         this._pending.set(id, { resolve, reject, timer, socket: null });
         this._send(text, id);
       });
@@ -192,8 +254,10 @@
         this._dropped(socket, event);
         if (this.onclose) this.onclose(event);
         if (!this._closing && this.options.reconnect && event.code !== 1000) {
-          const delay = Math.min(this.options.maxDelay, this.options.minDelay * 2 ** this._attempt);
-          this._attempt += 1;
+          // Dropped while the page was checking, after it woke (a browser
+          // may close its sockets when it freezes a page): reconnect now.
+          const delay = this._checking ? 0 : Math.min(this.options.maxDelay, this.options.minDelay * 2 ** this._attempt);
+          this._attempt = this._checking ? 0 : this._attempt + 1;
           this._retry = setTimeout(() => this._open(), delay * (0.5 + Math.random() / 2));
         } else {
           this._closing = true;
