@@ -460,10 +460,18 @@ def test_chromium_uploads_the_files_of_a_file_input(server: Server, uploads: Pat
     assert list(uploads.iterdir()) == []
 
 
-def test_a_big_temporary_file_is_deleted_a_slice_per_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("each_cut_takes", "sizes_in_mib"),
+    [
+        (0.0001, [32, 16]),  # fast cuts double: 8, then 16; the last 16 MiB go with the unlink
+        (0.002, [32, 28, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]),  # slow ones halve, down to 1 MiB
+    ],
+)
+def test_a_big_temporary_file_is_deleted_a_cut_per_step(tmp_path: Path, each_cut_takes: float, sizes_in_mib: list[int]) -> None:
     path = tmp_path / "big.tmp"
     with path.open("wb") as file:
         file.truncate(40 * 1024 * 1024)  # sparse: the sizes are what matter here
-    sizes = [path.stat().st_size for _ in delete_in_slices(path)]
-    assert sizes == [32 * 1024 * 1024, 24 * 1024 * 1024, 16 * 1024 * 1024, 8 * 1024 * 1024] and not path.exists()
+    ticks = iter(n * each_cut_takes for n in range(1000))
+    sizes = [path.stat().st_size // (1024 * 1024) for _ in delete_in_slices(path, clock=lambda: next(ticks))]
+    assert sizes == sizes_in_mib and not path.exists()
     assert list(delete_in_slices(path)) == []  # already gone (saved elsewhere, say): nothing to do

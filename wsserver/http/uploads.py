@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -65,8 +66,13 @@ MAX_FIELDS_SIZE = 8 * 1024 * 1024
 # hands them to our callbacks within each write, one slice at most.
 _LIBRARY_LIMITS = {"max_header_count": 2**31, "max_header_size": 2**31}
 
-#: Bytes of a file freed per step when a temporary file is deleted (see :func:`delete_in_slices`).
+#: Bytes of a temporary file freed in the first step of its deletion; the
+#: next cuts adapt to the time each took (see :func:`delete_in_slices`).
 DELETE_SLICE = 8 * 1024 * 1024
+DELETE_SLICE_MIN = 1024 * 1024
+DELETE_SLICE_MAX = 64 * 1024 * 1024
+#: What one cut may take: a slower one halves the next, one under a quarter of it doubles it.
+DELETE_STEP_TIME = 0.001
 
 _INSTALL_HINT = "streamed multipart uploads need python-multipart: pip install wsserver[multipart]"
 
@@ -166,18 +172,27 @@ def safe_filename(name: str) -> str:
     return "" if base in (".", "..") else base.lstrip(":")
 
 
-def delete_in_slices(path: Path) -> Iterator[None]:
-    """Delete a file a step at a time: one :data:`DELETE_SLICE` cut from
-    its end per step, then the unlink. Freeing a big file's blocks and
-    cached pages at once takes about 60 ms per GiB (ext4, here); a 16 MiB
-    cut took 1.5 to 2.5 ms of a step in bench/upload.py, 8 MiB about
-    half. A file already gone (moved by
+def delete_in_slices(path: Path, clock: Callable[[], float] = time.perf_counter) -> Iterator[None]:
+    """Delete a file a step at a time: one cut from its end per step, then
+    the unlink. Freeing a big file's blocks and cached pages at once takes
+    about 60 ms per GiB (ext4, here), and what a cut costs depends on the
+    disk and on how much of the file is still dirty in the page cache (an
+    8 MiB cut took from 0.3 to 2 ms in bench/upload.py), so each cut is
+    sized from the time the last one took, to stay near
+    :data:`DELETE_STEP_TIME`. A file already gone (moved by
     :meth:`UploadedFile.save`) ends it."""
+    cut = DELETE_SLICE
     try:
         size = os.stat(path).st_size
-        while size > DELETE_SLICE:
-            size -= DELETE_SLICE
+        while size > cut:
+            size -= cut
+            start = clock()
             os.truncate(path, size)
+            took = clock() - start
+            if took > DELETE_STEP_TIME:
+                cut = max(DELETE_SLICE_MIN, cut // 2)
+            elif took < DELETE_STEP_TIME / 4:
+                cut = min(DELETE_SLICE_MAX, cut * 2)
             yield
         os.unlink(path)
     except FileNotFoundError:
