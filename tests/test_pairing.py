@@ -188,6 +188,9 @@ def test_the_guard_keeps_pages_files_and_uploads_from_devices_not_paired(server:
     site = tmp_path / "site"
     site.mkdir()
     (site / "notes.txt").write_text("private")
+    (site / "pair").mkdir()
+    (site / "pair" / "deep").mkdir()
+    (site / "pair" / "deep" / "secret.txt").write_text("private")
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     http = server.http_server
@@ -196,7 +199,7 @@ def test_the_guard_keeps_pages_files_and_uploads_from_devices_not_paired(server:
     http.route("/upload", methods=("POST",), stream=True, handler=lambda request: stored.append("ran") or "stored")
     # Tests connect from loopback, which is this machine: make it a stranger's address.
     monkeypatch.setattr(pairing_module, "_loopback", lambda host: False)
-    assert [fetch(server, path)[0] for path in ("/", "/notes.txt", "/missing")] == [403, 403, 403]
+    assert [fetch(server, path)[0] for path in ("/", "/notes.txt", "/missing", "/pair/deep/secret.txt", "/pair/")] == [403] * 5
     status, _, _ = fetch(server, "/upload", "POST", b"x" * 300_000, {"Content-Type": "application/octet-stream"})
     assert status == 403 and stored == [] and list(uploads.iterdir()) == []
     # The link itself gets through, and the cookie it gives opens the rest.

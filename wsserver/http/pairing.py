@@ -113,8 +113,9 @@ class Pairing:
     def guard(self, request: Request) -> Response | None:
         """For ``http_server.guard``: 403 for a request from neither a
         paired device nor this machine, except to use a pairing link."""
-        if request.path.startswith(_PAIR_PREFIX) or self.allows(request):
-            return None
+        token = request.path[len(_PAIR_PREFIX) :] if request.path.startswith(_PAIR_PREFIX) else None
+        if (token and "/" not in token) or self.allows(request):
+            return None  # a pairing link (one segment: the route takes it, never a file), or a trusted device
         return Response("This device is not paired: open the link or scan the QR code that the program shows.\n", 403)
 
     def _pair(self, request: Request, token: str) -> Response:
