@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import wsserver
 from wsserver.http import Request
 from wsserver.http.pairing import PairedDevice, Pairing
+from wsserver.lan import lan_bind_address
 from wsserver.rpc import JsonRpc, RpcError
 
 PAGE = pathlib.Path(__file__).with_name("chat.html")
@@ -260,6 +261,6 @@ def parse_command_line(description: str, argv: list[str] | None = None) -> tuple
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    parser.add_argument("--lan", action="store_true", help="bind 0.0.0.0 and let devices on the LAN join by scanning a pairing QR code")
+    parser.add_argument("--lan", action="store_true", help="bind every interface (IPv4 and IPv6) and let devices on the LAN join by scanning a pairing QR code")
     args = parser.parse_args(argv)
-    return ("0.0.0.0" if args.lan else args.host), args.port, args.lan
+    return (lan_bind_address() if args.lan else args.host), args.port, args.lan

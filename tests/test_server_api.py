@@ -79,6 +79,16 @@ def test_wildcard_bind_is_shown_as_localhost_or_the_lan_address(monkeypatch: pyt
     assert lan.startswith("ws://") and "0.0.0.0" not in lan
     monkeypatch.setattr(server, "get_local_ip", lambda: ("::1", 8080))
     assert server.get_url() == "ws://[::1]:8080/"
+    # Dual-stack "::" takes IPv4 too: its LAN URL is the IPv4 address when there is one.
+    from wsserver import context
+
+    monkeypatch.setattr(server, "get_local_ip", lambda: ("::", 8080))
+    addresses = {socket.AF_INET: "192.0.2.2", socket.AF_INET6: "2001:db8::2"}
+    monkeypatch.setattr(context, "_lan_address", lambda family: addresses[family])
+    assert server.get_url(use_lan_ip=True) == "ws://192.0.2.2:8080/"
+    addresses[socket.AF_INET] = "localhost"  # no IPv4 route
+    assert server.get_url(use_lan_ip=True) == "ws://[2001:db8::2]:8080/"
+    assert server.get_url() == "ws://localhost:8080/"
 
 
 def test_ipv6_loopback() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import Client, Message, Request, Server, UpgradeResponse
 from .http.pairing import PairedDevice, Pairing
-from .lan import lan_addresses, qr_text
+from .lan import lan_addresses, lan_bind_address, qr_text
 from .protocol import DEFAULT_COMPRESSION
 from .tls import self_signed_context, server_context
 
@@ -66,7 +66,7 @@ def build_server(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wsserver", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", help="address to bind (default 127.0.0.1, or 0.0.0.0 with --lan)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1; with --lan, :: dual-stack where the platform has it, else 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     parser.add_argument("--broadcast", action="store_true", help="relay every message to all clients instead of echoing")
     parser.add_argument("--root", metavar="DIR", help="serve the files of DIR over HTTP (default: the built-in chat page)")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.root is not None and not Path(args.root).is_dir():
         print(f"--root {args.root}: not a directory", file=sys.stderr)
         return 2
-    host = args.host if args.host is not None else "0.0.0.0" if args.lan else "127.0.0.1"
+    host = args.host if args.host is not None else lan_bind_address() if args.lan else "127.0.0.1"
     ssl_context = None
     if args.tls:
         if not args.lan or args.certfile is not None:

@@ -176,10 +176,15 @@ class ServerContext:
 
 def format_url(scheme: str, local: tuple[str, int], path: str = "", use_lan_ip: bool = False) -> str:
     """``scheme://host:port/path`` for a bound address. A wildcard bind shows
-    as ``localhost``, or as the LAN address with ``use_lan_ip``."""
+    as ``localhost``, or as the LAN address with ``use_lan_ip``: for ``::``
+    (dual-stack: it takes IPv4 too) the IPv4 one when there is one, which
+    every device on the LAN can reach, else the IPv6 one."""
     host, port = local
     if host in ("0.0.0.0", "::"):
-        host = _lan_address(socket.AF_INET6 if host == "::" else socket.AF_INET) if use_lan_ip else "localhost"
+        lan = _lan_address(socket.AF_INET) if use_lan_ip else "localhost"
+        if host == "::" and lan == "localhost" and use_lan_ip:
+            lan = _lan_address(socket.AF_INET6)
+        host = lan
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}/{path.lstrip('/')}"

@@ -1,5 +1,5 @@
-"""Reaching the program from a phone on the LAN: its addresses, and the QR
-code a phone's camera opens.
+"""Reaching the program from a phone on the LAN: the address to bind, the
+addresses devices reach, and the QR code a phone's camera opens.
 
 QR codes need the ``lan`` extra (``pip install 'wsserver[lan]'``, which
 brings segno, a pure-Python QR library); everything else is standard
@@ -12,7 +12,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-__all__ = ["lan_addresses", "qr_matrix", "qr_text"]
+__all__ = ["lan_addresses", "lan_bind_address", "qr_matrix", "qr_text"]
+
+
+def lan_bind_address() -> str:
+    """The address to bind to serve the LAN: ``::`` where the platform has
+    dual-stack sockets (one socket takes IPv4 and IPv6 devices), else
+    ``0.0.0.0``."""
+    return "::" if socket.has_dualstack_ipv6() else "0.0.0.0"
 
 
 def lan_addresses() -> list[str]:
