@@ -1,7 +1,7 @@
 """A Qt (PySide6) window that serves a chat page and talks with every browser that opens it.
 
     python demo_gui/qt_demo.py               # page on http://127.0.0.1:8765/
-    python demo_gui/qt_demo.py --lan         # bind 0.0.0.0; phones join by scanning the QR code it shows
+    python demo_gui/qt_demo.py --lan         # every interface; phones join by scanning the QR code it shows
 
 The server runs on the GUI thread, pumped by ``wsserver.adapters.qt``: no
 threads, and the window stays responsive however busy the clients are.
