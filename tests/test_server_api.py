@@ -83,12 +83,14 @@ def test_wildcard_bind_is_shown_as_localhost_or_the_lan_address(monkeypatch: pyt
     from wsserver import context
 
     monkeypatch.setattr(server, "get_local_ip", lambda: ("::", 8080))
-    addresses = {socket.AF_INET: "192.0.2.2", socket.AF_INET6: "2001:db8::2"}
-    monkeypatch.setattr(context, "_lan_address", lambda family: addresses[family])
+    addresses: dict[int, str | None] = {socket.AF_INET: "192.0.2.2", socket.AF_INET6: "2001:db8::2"}
+    monkeypatch.setattr(context, "route_address", lambda family: addresses[family])
     assert server.get_url(use_lan_ip=True) == "ws://192.0.2.2:8080/"
-    addresses[socket.AF_INET] = "localhost"  # no IPv4 route
+    addresses[socket.AF_INET] = None  # no IPv4 route
     assert server.get_url(use_lan_ip=True) == "ws://[2001:db8::2]:8080/"
     assert server.get_url() == "ws://localhost:8080/"
+    addresses[socket.AF_INET6] = None  # no route at all
+    assert server.get_url(use_lan_ip=True) == "ws://localhost:8080/"
 
 
 def test_ipv6_loopback() -> None:

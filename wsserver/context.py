@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .client import Client
 from .http.request import Request, RequestParser
+from .lan import route_address
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, BufferPool, ProtocolError
 
 if TYPE_CHECKING:
@@ -181,22 +182,9 @@ def format_url(scheme: str, local: tuple[str, int], path: str = "", use_lan_ip: 
     every device on the LAN can reach, else the IPv6 one."""
     host, port = local
     if host in ("0.0.0.0", "::"):
-        lan = _lan_address(socket.AF_INET) if use_lan_ip else "localhost"
-        if host == "::" and lan == "localhost" and use_lan_ip:
-            lan = _lan_address(socket.AF_INET6)
-        host = lan
+        families = (socket.AF_INET, socket.AF_INET6) if host == "::" else (socket.AF_INET,)
+        routes = (route_address(family) for family in families) if use_lan_ip else ()
+        host = next((address for address in routes if address is not None), "localhost")
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}/{path.lstrip('/')}"
-
-
-def _lan_address(family: int) -> str:
-    """This machine's address on its default route; connecting a UDP socket
-    sends no packet, it only asks the kernel which interface it would use."""
-    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as udp:
-            udp.connect((probe, 9))
-            return str(udp.getsockname()[0])
-    except OSError:
-        return "localhost"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-__all__ = ["lan_addresses", "lan_bind_address", "qr_matrix", "qr_text"]
+__all__ = ["lan_addresses", "lan_bind_address", "route_address", "qr_matrix", "qr_text"]
 
 
 def lan_bind_address() -> str:
@@ -22,18 +22,24 @@ def lan_bind_address() -> str:
     return "::" if socket.has_dualstack_ipv6() else "0.0.0.0"
 
 
+def route_address(family: int) -> str | None:
+    """This machine's address on its default route for ``family``
+    (``AF_INET`` or ``AF_INET6``), or None without one. Connecting a UDP
+    socket sends no packet: it only asks the kernel which interface it would use."""
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.connect((probe, 9))
+            return str(udp.getsockname()[0])
+    except OSError:
+        return None
+
+
 def lan_addresses() -> list[str]:
     """This machine's addresses that other devices on the LAN can reach:
-    the one on the default route first, then the others the host name
+    the ones on the default routes first, then the others the host name
     resolves to; no loopback, link-local or wildcard address."""
-    found: list[str] = []
-    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as udp:
-                udp.connect((probe, 9))  # no packet is sent: the kernel only picks the interface
-                found.append(str(udp.getsockname()[0]))
-        except OSError:
-            pass
+    found = [routed for family in (socket.AF_INET, socket.AF_INET6) if (routed := route_address(family)) is not None]
     try:
         infos = socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_STREAM)
     except OSError:
