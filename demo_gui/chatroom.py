@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import wsserver
-from wsserver.http import Request
 from wsserver.http.pairing import PairedDevice, Pairing
 from wsserver.lan import lan_bind_address
 from wsserver.rpc import JsonRpc, RpcError
@@ -104,7 +103,7 @@ class ChatRoom:
         if pair:
             self.pairing = Pairing(server.http_server, on_paired=self._paired)
             server.http_server.guard = self.pairing.guard
-            server.on_upgrade_to_websocket = self._admit
+            server.on_upgrade_to_websocket = self.pairing.admit
 
     def start(self, host: str = "127.0.0.1", port: int = 8765) -> None:
         self.server.start(host, port)
@@ -174,11 +173,6 @@ class ChatRoom:
     def _paired(self, device: PairedDevice) -> None:
         self.view.logged(f"paired a device at {device.address}")
         self.new_pairing_link()
-
-    def _admit(self, client: wsserver.Client, request: Request, response: wsserver.UpgradeResponse, *_: Any) -> None:
-        assert self.pairing is not None
-        if not self.pairing.allows(request, client.remote_address):
-            response.error_status(403, "this device is not paired: scan the code the desktop shows")
 
     def _label(self, client: wsserver.Client) -> str:
         member = self.members.get(client.id)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import Client, Message, Request, Server, UpgradeResponse
+from . import Client, Message, Server
 from .http.pairing import PairedDevice, Pairing
 from .lan import lan_addresses, lan_bind_address, qr_text
 from .protocol import DEFAULT_COMPRESSION
@@ -166,13 +166,9 @@ def pair_devices(server: Server) -> _LanPairing:
         print(f"Paired {device.address} ({device.name or 'unnamed'})", flush=True)
         pairing.show_link()
 
-    def admit(client: Client, request: Request, response: UpgradeResponse, *_: Any) -> None:
-        if not pairing.allows(request, client.remote_address):
-            response.error_status(403, "this device is not paired")
-
     pairing.on_paired = paired
     server.http_server.guard = pairing.guard
-    server.on_upgrade_to_websocket = admit
+    server.on_upgrade_to_websocket = pairing.admit
     return pairing
 
 

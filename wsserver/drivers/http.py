@@ -454,7 +454,7 @@ class HttpDriver:
         except HandshakeError as exc:
             self._send_error(exc.status, exc.message, exc.headers, request=request)
             return
-        if not origin_allowed(offer.origin, request.headers.get("Host"), "https" if context.secure else "http", server.origins):
+        if not origin_allowed(offer.origin, request.headers.get("Host"), server.http_server.scheme, server.origins):
             # Cross-site WebSocket hijacking: a foreign page's script.
             logger.warning("refused a WebSocket upgrade from origin %r (not the server's own; see origins)", offer.origin)
             self._send_error(403, f"origin {offer.origin!r} may not open a WebSocket here", request=request)

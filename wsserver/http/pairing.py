@@ -6,8 +6,9 @@ one-time token for a signed session cookie naming a new paired device, and
 redirects to a clean ``/``; the token then stops working, and it expires
 unused after ``ttl`` seconds. ``http_server.guard = pairing.guard`` keeps
 every page and file from devices that are not paired (this machine's own
-browser excepted), and ``on_upgrade_to_websocket`` asks
-:meth:`Pairing.allows` (or :meth:`Pairing.device`) the same for WebSockets;
+browser excepted), and ``on_upgrade_to_websocket = pairing.admit`` does
+the same for WebSockets (:meth:`Pairing.allows` and :meth:`Pairing.device`
+answer the question for a hook of the application's own);
 :meth:`Pairing.revoke` unpairs a device.
 
 A link is refused when the request that brings it comes from another site
@@ -30,10 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .policy import origin_allowed
 from .response import Response, redirect
 from .sessions import Sessions
 
 if TYPE_CHECKING:
+    from ..client import Client, UpgradeResponse
     from .request import Request
     from .server import HttpServer
 
@@ -118,8 +121,14 @@ class Pairing:
             return None  # a pairing link (one segment: the route takes it, never a file), or a trusted device
         return Response("This device is not paired: open the link or scan the QR code that the program shows.\n", 403)
 
+    def admit(self, client: Client, request: Request, response: UpgradeResponse, *_: Any) -> None:
+        """For ``on_upgrade_to_websocket`` (or called from one): refuse with
+        403 the WebSocket of a device that :meth:`allows` does not."""
+        if not self.allows(request, client.remote_address):
+            response.error_status(403, "this device is not paired")
+
     def _pair(self, request: Request, token: str) -> Response:
-        if _from_another_site(request):
+        if _from_another_site(request, self.http.scheme):
             return Response("A pairing link works only when it is opened, not from another site.\n", 403)
         expires = self._tokens.pop(token, None)
         if expires is None or expires <= self._clock():
@@ -133,18 +142,15 @@ class Pairing:
         return redirect("/", 303)
 
 
-def _from_another_site(request: Request) -> bool:
+def _from_another_site(request: Request, scheme: str) -> bool:
     """Whether a browser says the request was made by a page of another
     site: ``Sec-Fetch-Site`` (an opened link or a scanned code says
-    ``none``), or an ``Origin`` that is not the server's."""
+    ``none``), or an ``Origin`` that is not the server's own (the rule
+    WebSocket upgrades are checked by, with nothing else allowed)."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("none", "same-origin"):
         return True
-    origin = request.headers.get("Origin")
-    if origin is None or origin == "null":
-        return origin == "null"
-    host = request.headers.get("Host", "")
-    return origin.split("://", 1)[-1] != host
+    return not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), scheme, None)
 
 
 def _loopback(host: str) -> bool:

@@ -223,6 +223,11 @@ class HttpServer:
                 return response
         return error_response(status, message, headers)
 
+    @property
+    def scheme(self) -> str:
+        """``"https"`` when the server speaks TLS, else ``"http"``: the scheme of its own origin."""
+        return "https" if self._context.secure else "http"
+
     def get_url(self, path: str = "", use_lan_ip: bool = False) -> str | None:
         """The ``http://`` URL of ``path`` on this server, or None if it is not started."""
         return self._context.url("http", path, use_lan_ip)
