@@ -90,17 +90,16 @@
       });
       this._firstOpen.catch(() => {}); // connect() hands the rejection on
       this._checking = false;
-      this._wake = () => this._check();
-      this._pageShown = (event) => { if (event.persisted) this._check(); };
-      this._visible = () => { if (global.document.visibilityState === "visible") this._check(); };
-      if (global.addEventListener) {
-        global.addEventListener("online", this._wake);
-        global.addEventListener("pageshow", this._pageShown);
-      }
-      if (global.document) {
-        global.document.addEventListener("visibilitychange", this._visible);
-        global.document.addEventListener("resume", this._wake); // a frozen page thawed
-      }
+      // The events after which the page checks its connection: [target, event, listener].
+      const check = () => this._check();
+      const doc = global.document;
+      this._wakers = [
+        [global, "online", check],
+        [global, "pageshow", (event) => { if (event.persisted) check(); }], // back from the back-forward cache
+        [doc, "visibilitychange", () => { if (doc.visibilityState === "visible") check(); }],
+        [doc, "resume", check], // a frozen page thawed
+      ].filter(([target]) => target && target.addEventListener);
+      for (const [target, name, listener] of this._wakers) target.addEventListener(name, listener);
       this._open();
     }
 
@@ -143,14 +142,7 @@
     close() {
       this._closing = true;
       clearTimeout(this._retry);
-      if (global.removeEventListener) {
-        global.removeEventListener("online", this._wake);
-        global.removeEventListener("pageshow", this._pageShown);
-      }
-      if (global.document) {
-        global.document.removeEventListener("visibilitychange", this._visible);
-        global.document.removeEventListener("resume", this._wake);
-      }
+      for (const [target, name, listener] of this._wakers) target.removeEventListener(name, listener);
       const socket = this._socket;
       this._dropped(socket, null);
       if (socket) socket.close(1000);
