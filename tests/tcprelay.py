@@ -1,6 +1,8 @@
 """A TCP relay on loopback that can go silent: the connections through it
 stay open at both ends, but nothing passes any more, as when a phone sleeps
-or its network changes under an open WebSocket. New connections still pass."""
+or its network changes under an open WebSocket. Not even their end passes:
+a side that closes a silent connection leaves the other end open, never
+told. New connections still pass."""
 
 from __future__ import annotations
 
@@ -77,11 +79,16 @@ class Relay:
                         other.sendall(data)
                 except OSError:
                     data = b""
-                if not data:
+                if not data and pair.silent and other.fileno() != -1:
+                    # Its end is lost with everything else: the other end stays open.
+                    selector.unregister(key.fileobj)
+                    key.fileobj.close()  # type: ignore[union-attr]
+                elif not data:
                     pair.closed = True
                     with self._lock:
                         self._pairs.remove(pair)
                     for sock in pair.sockets:
-                        selector.unregister(sock)
-                        sock.close()
+                        if sock.fileno() != -1:
+                            selector.unregister(sock)
+                            sock.close()
         selector.close()

@@ -14,6 +14,7 @@ from .protocol import CloseCode, Compression, Fragment, Message, Opcode, Protoco
 from .protocol.handshake import accept_key as get_sec_accept
 from .protocol.handshake import generate_key as get_sec_key
 from .protocol.handshake import sha1_base64
+from .resume import ResumePolicy
 from .server import Client, Server, UpgradeResponse
 
 __version__ = "0.2.0"
@@ -28,6 +29,7 @@ __all__ = [
     "redirect",
     "EventStream",
     "UpgradeResponse",
+    "ResumePolicy",
     "CloseCode",
     "Compression",
     "Opcode",

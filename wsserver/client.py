@@ -34,6 +34,9 @@ class ClientState(Protocol):
     @property
     def is_closed(self) -> bool: ...
 
+    @property
+    def is_away(self) -> bool: ...
+
     def send_prepared(self, message: PreparedMessage) -> bool: ...
 
 
@@ -46,6 +49,8 @@ class _Unconnected:
     buffered_amount = 0
     writable = False
     is_open = False
+    is_away = False
+    takes_messages = False
 
     def __init__(self, closed: bool) -> None:
         self.is_closed = closed
@@ -118,6 +123,12 @@ class Client:
     @property
     def is_closed(self) -> bool:
         return self._state.is_closed
+
+    @property
+    def is_away(self) -> bool:
+        """Whether its resumable session waits for the page to come back
+        (see :mod:`wsserver.resume`): what is sent meanwhile is kept for it."""
+        return self._state.is_away
 
     def __repr__(self) -> str:
         host, port = self.remote_address[:2]

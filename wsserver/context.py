@@ -16,17 +16,17 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from .client import Client
+from .client import CLOSED, Client
 from .http.request import Request, RequestParser
 from .lan import route_address
-from .protocol import DEFAULT_MAX_MESSAGE_SIZE, BufferPool, ProtocolError
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, BufferPool, PreparedMessage, ProtocolError
 
 if TYPE_CHECKING:
-    from .drivers.websocket import WebSocketDriver
     from .reactor import Reactor, Stream
+    from .resume import ResumableSession
     from .server import Server
 
-__all__ = ["ServerContext", "Driver", "LifecycleEvent", "format_url"]
+__all__ = ["ServerContext", "Driver", "Outlet", "LifecycleEvent", "format_url"]
 
 logger = logging.getLogger("wsserver")
 
@@ -45,6 +45,21 @@ class Driver(Protocol):
         """The server is stopping: end the connection gracefully (bounded by the stop timeout)."""
 
 
+class Outlet(Protocol):
+    """Where an upgraded client's messages go: its connection's driver, or
+    its resumable session (which outlives connections)."""
+
+    @property
+    def takes_messages(self) -> bool:
+        """Whether :meth:`send_prepared` may queue (the client is not closing or closed)."""
+
+    def send_prepared(self, message: PreparedMessage) -> bool: ...
+
+    def send_frame(self, opcode: int, payload: bytes, fin: bool, rsv1: bool, rsv2: bool, rsv3: bool) -> bool: ...
+
+    def start_close(self, code: int, reason: str) -> None: ...
+
+
 class ServerContext:
     """What connection drivers need from their server, and nothing else."""
 
@@ -60,8 +75,10 @@ class ServerContext:
         self.clients: dict[int, Client] = {}
         #: The driver of every open TCP connection.
         self.connections: set[Driver] = set()
-        #: The driver of every upgraded connection, by client id, until it is closed.
-        self.websockets: dict[int, WebSocketDriver] = {}
+        #: The outlet of every upgraded client, by client id, until it is closed.
+        self.websockets: dict[int, Outlet] = {}
+        #: Every resumable session, by token, until it ends.
+        self.sessions: dict[str, ResumableSession] = {}
         #: Called once no connection is left (a stop that does not wait sets it).
         self.on_idle: Callable[[], Any] | None = None
         self._client_ids = itertools.count(1)
@@ -98,11 +115,24 @@ class ServerContext:
         self.clients.pop(client.id, None)
         self.websockets.pop(client.id, None)
 
-    def upgraded(self, http: Driver, websocket: WebSocketDriver) -> None:
-        """``websocket`` drives the connection from now on, instead of ``http``."""
+    def upgraded(self, http: Driver, websocket: Driver, client: Client, outlet: Outlet) -> None:
+        """``websocket`` drives the connection from now on, instead of
+        ``http``, and ``client``'s messages go to ``outlet``."""
         self.connections.discard(http)
         self.connections.add(websocket)
-        self.websockets[websocket.client.id] = websocket
+        self.websockets[client.id] = outlet
+
+    def client_ended(self, client: Client, code: int, reason: str, opened: bool) -> None:
+        """``client`` is closed for good, its close status being ``code`` and
+        ``reason`` unless one was set before: it is forgotten, and if it
+        was opened, the ``"close"`` listeners and ``on_client_closed`` run."""
+        self.forget_client(client)
+        client.attach_state(CLOSED)
+        if client.close_code is None:
+            client.close_code, client.close_reason = code, reason
+        if opened:
+            self.notify("close", client)
+            self.invoke(self.server.on_client_closed, client, client)
 
     def connection_lost(self, driver: Driver) -> None:
         self.connections.discard(driver)

@@ -26,8 +26,8 @@ from threading import get_ident
 from typing import Any
 
 from .client import Client, UpgradeResponse
-from .context import LifecycleEvent, ServerContext
-from .drivers import HttpDriver, WebSocketDriver
+from .context import LifecycleEvent, Outlet, ServerContext
+from .drivers import HttpDriver
 from .http.request import Request
 from .http.response import render_head
 from .http.server import HttpServer
@@ -45,6 +45,7 @@ from .protocol import (
     prepare_message,
 )
 from .reactor import Reactor, Stream, Timer
+from .resume import ResumePolicy
 
 __all__ = ["Server", "Client", "UpgradeResponse", "DEFAULT_MAX_CONNECTIONS", "SELECT_MAX_CONNECTIONS"]
 
@@ -140,6 +141,11 @@ class Server:
     :param poll_budget: seconds of work one :meth:`poll` does at most.
     :param root: the document root that ``http_server`` serves files from
         (see :class:`~wsserver.http.server.HttpServer`); None for none.
+    :param resume: resumable sessions for the clients that ask (see
+        :mod:`wsserver.resume`): a page that drops and comes back within
+        the :class:`~wsserver.resume.ResumePolicy`'s limits misses nothing
+        either way, keeps its :class:`Client`, and ``on_resumed`` runs
+        instead of ``on_open``. None (the default) turns them off.
     """
 
     translate_message = _TranslateHook()
@@ -171,6 +177,7 @@ class Server:
         ssl_context: ssl.SSLContext | None = None,
         poll_budget: float = 0.002,
         root: str | os.PathLike[str] | None = None,
+        resume: ResumePolicy | None = None,
     ) -> None:
         if heartbeat_type not in (Opcode.PING, Opcode.PONG):
             raise ValueError("heartbeat_type is 9 (ping) or 10 (pong)")
@@ -197,6 +204,7 @@ class Server:
         self.allowed_hosts = allowed_hosts
         self.compression = compression
         self.ssl_context = ssl_context
+        self.resume = resume
 
         self.on_open: Callable[[Client], Any] | None = None
         self.on_message: Callable[[Client, Message], Any] | None = None
@@ -205,6 +213,11 @@ class Server:
         self.on_client_closed: Callable[[Client], Any] | None = None
         self.on_error: Callable[[Client | None, BaseException], Any] | None = None
         self.on_drain: Callable[[Client], Any] | None = None
+        #: A page came back to its resumable session; see :mod:`wsserver.resume`.
+        self.on_resumed: Callable[[Client], Any] | None = None
+        #: A page asked to resume a session that could not be (the reason
+        #: given); it starts a new one, and ``on_open`` follows.
+        self.on_resume_failed: Callable[[Client, str], Any] | None = None
         self.on_upgrade_to_websocket: Callable[[Client, Request, UpgradeResponse, list[str], str | None], Any] | None = None
         self.before_stop: Callable[[], Any] | None = None
         self.on_stopped: Callable[[], Any] | None = None
@@ -233,6 +246,8 @@ class Server:
             self.ssl_context = ssl_context
         if self.reactor.closed:
             raise RuntimeError("server was shut down")
+        if self.resume is not None and self.on_fragment is not None:
+            raise ValueError("resumable sessions number whole messages: on_fragment cannot be used with resume")
         self._fit_connections_to_poller()
         self._owner = get_ident()
         self._listener = self.reactor.listen(host, port, self._accept, backlog)
@@ -269,6 +284,9 @@ class Server:
             self._listener.close()
             for driver in list(context.connections):
                 driver.shutdown()
+            for session in list(context.sessions.values()):
+                if session.is_away:
+                    session.expire(CloseCode.GOING_AWAY, "server stopping")
         except BaseException:
             self._stopped()
             raise
@@ -406,6 +424,9 @@ class Server:
         (including a client closed now, with 1008, because the message would
         take its unsent output past ``max_write_buffer``). Pace big senders
         with ``client.writable``, ``client.buffered_amount`` and ``on_drain``.
+        A client of a resumable session that is away (``client.is_away``)
+        takes it into its replay buffer, or ends now if that is full (see
+        :mod:`wsserver.resume`).
         """
         if self._owner != get_ident():
             self._check_thread("send")
@@ -416,9 +437,10 @@ class Server:
         return driver is not None and driver.send_prepared(prepare_message(data, encode_late=True))
 
     def publish(self, data: Data, to: Iterable[Client | int] | None = None) -> bool:
-        """Send ``data`` to every connected client, or to those in ``to``
-        (clients or ids; ones that are gone are passed over); the frame is
-        encoded once and its bytes shared.
+        """Send ``data`` to every connected client (and every resumable
+        one that is away), or to those in ``to`` (clients or ids; ones that
+        are gone are passed over); the frame is encoded once and its bytes
+        shared.
 
         True when every client that was open took it (see :meth:`send`: a
         client is never skipped while it stays open).
@@ -428,7 +450,7 @@ class Server:
         drivers = list(self._context.websockets.values()) if to is None else [self._driver(client) for client in to]
         delivered = True
         for driver in drivers:
-            if driver is not None and driver.is_open:
+            if driver is not None and driver.takes_messages:
                 delivered = driver.send_prepared(message) and delivered
         return delivered
 
@@ -467,8 +489,8 @@ class Server:
         if driver is not None:
             driver.start_close(code, reason)
 
-    def _driver(self, client: Client | int) -> WebSocketDriver | None:
-        """The driver of an upgraded client (or client id), or None."""
+    def _driver(self, client: Client | int) -> Outlet | None:
+        """Where the messages of an upgraded client (or client id) go, or None."""
         client_id = client if isinstance(client, int) else client.id
         return self._context.websockets.get(client_id)
 

@@ -19,6 +19,10 @@ async function main(): Promise<void> {
     if (error instanceof WsRpcError && error.code === WsRpc.codes.CALL_TIMED_OUT) console.log(error.message, error.data);
   }
   rpc.close();
+  const session: WsRpc = await WsRpc.connect(undefined, { resume: true, resumeMaxMessages: 100 });
+  session.onresumed = () => console.log("nothing lost");
+  session.onresumefailed = (reason: string) => console.log("reload the state:", reason.length);
+  session.close();
 }
 
 async function mistakes(rpc: WsRpc): Promise<void> {
@@ -28,6 +32,10 @@ async function mistakes(rpc: WsRpc): Promise<void> {
   const wrong: number = await rpc.call<string>("name");
   // @ts-expect-error: exposed methods are functions or nested tables of them
   rpc.expose({ page: "not a function" });
+  // @ts-expect-error: resume is on or off
+  await WsRpc.connect(undefined, { resume: "yes" });
+  // @ts-expect-error: a failed resume says why
+  rpc.onresumefailed = (reason: number) => reason;
   // @ts-expect-error: codes are read-only
   WsRpc.codes.CALL_TIMED_OUT = 1;
   console.log(wrong);

@@ -27,9 +27,10 @@ from ..http.request import HttpError, Request
 from ..http.response import Response, render_head
 from ..http.sse import EventStream
 from ..http.uploads import BodyReceiver, delete_in_slices
-from ..protocol import HandshakeError, PerMessageDeflate, negotiate, parse_upgrade
+from ..protocol import CloseCode, HandshakeError, PerMessageDeflate, negotiate, parse_upgrade
 from ..protocol.handshake import accept_headers, is_upgrade_request
 from ..reactor import Stream
+from ..resume import ResumeClaim
 from .websocket import WebSocketDriver
 
 if TYPE_CHECKING:
@@ -459,7 +460,12 @@ class HttpDriver:
             logger.warning("refused a WebSocket upgrade from origin %r (not the server's own; see origins)", offer.origin)
             self._send_error(403, f"origin {offer.origin!r} may not open a WebSocket here", request=request)
             return
-        client = context.new_client(request, self.stream.peer_address)
+        try:
+            claim = ResumeClaim.of(context, request, offer.origin)
+        except ValueError as exc:
+            self._send_error(400, str(exc), request=request)
+            return
+        client = claim.session.client if claim is not None and claim.session is not None else context.new_client(request, self.stream.peer_address)
         response = UpgradeResponse()
         hook = server.on_upgrade_to_websocket
         if hook is not None:
@@ -473,7 +479,11 @@ class HttpDriver:
             context.report_error(client, ValueError(f"subprotocol {subprotocol!r} was not offered by the client"))
             response.error_status(500, "server chose a subprotocol the client did not offer")
         if response.refused:
-            context.forget_client(client)
+            if claim is not None and claim.session is not None:
+                # A revoked device, say: its session ends with the refusal.
+                claim.session.start_close(CloseCode.POLICY_VIOLATION, "resume refused by on_upgrade_to_websocket")
+            else:
+                context.forget_client(client)
             if response.dropped:
                 self.stream.close()
             else:
@@ -489,9 +499,16 @@ class HttpDriver:
         client.extensions = extensions
         self._upgraded = True
         self._set_timer(None)
-        driver = WebSocketDriver(context, self.stream, client, None if agreement is None else PerMessageDeflate(agreement))
-        context.upgraded(self, driver)
-        driver.open(self.parser.take_buffered())
+        deflate = None if agreement is None else PerMessageDeflate(agreement)
+        if claim is None:
+            driver = WebSocketDriver(context, self.stream, client, deflate)
+            context.upgraded(self, driver, client, driver)
+            driver.open(self.parser.take_buffered())
+            return
+        session = claim.session or claim.new_session(client)
+        driver = WebSocketDriver(context, self.stream, client, deflate, session)
+        context.upgraded(self, driver, client, session)
+        driver.open(self.parser.take_buffered(), claim.offer if claim.session is not None else None, claim.failure)
 
 
 class _EventStreamSink:

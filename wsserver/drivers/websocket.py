@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..client import CLOSED, Client
+from ..client import Client
 from ..protocol import (
     CloseCode,
     CloseReceived,
@@ -50,10 +50,12 @@ from ..protocol import (
     State,
     as_bytes,
 )
+from ..resume import ResumeError
 
 if TYPE_CHECKING:
     from ..context import ServerContext
     from ..reactor import Stream, Timer
+    from ..resume import ResumableSession, ResumeOffer
 
 __all__ = ["WebSocketDriver"]
 
@@ -63,12 +65,23 @@ _MAX_HEADER = 10
 #: waits for its next turn, behind the other ready connections.
 EVENTS_PER_TURN = 64
 _OPEN = State.OPEN
+_SLOW = "client does not read what it is sent"
 
 
 class WebSocketDriver:
     """Drives one WebSocket connection; the :class:`Stream`'s handler after the upgrade."""
 
-    def __init__(self, context: ServerContext, stream: Stream, client: Client, deflate: PerMessageDeflate | None = None) -> None:
+    #: Never: a connection that ends is closed (its session may be away; see :mod:`wsserver.resume`).
+    is_away = False
+
+    def __init__(
+        self,
+        context: ServerContext,
+        stream: Stream,
+        client: Client,
+        deflate: PerMessageDeflate | None = None,
+        session: ResumableSession | None = None,
+    ) -> None:
         server = context.server
         self.context = context
         self.stream = stream
@@ -81,7 +94,10 @@ class WebSocketDriver:
         )
         self.max_write_buffer = context.max_write_buffer
         self.write_limit = server.write_limit
-        self.opened = False  # on_open ran, so on_client_closed is owed
+        self.opened = False  # on_open ran, so on_client_closed is owed (by the session, if resumable)
+        #: The resumable session the connection carries, if any.
+        self.session = session
+        self._peer_silent = False  # dropped for not answering the heartbeat
         self.last_seen = context.reactor.time()
         self._ping_sent_at: float | None = None
         self._over_high_water = False
@@ -96,15 +112,27 @@ class WebSocketDriver:
         # low-water mark below it, whatever the reactor's write slice.
         stream.low_water = min(stream.low_water, server.write_limit // 2)
         stream.handler = self
-        client.attach_state(self)
+        if session is None:
+            client.attach_state(self)
 
-    def open(self, leftover: bytes) -> None:
-        """The 101 answer is written: run ``on_open``, then take any input that came with the upgrade."""
+    def open(self, leftover: bytes, resume: ResumeOffer | None = None, resume_failed: str | None = None) -> None:
+        """The 101 answer is written: run ``on_open`` (or resume the
+        session the offer names), then take any input that came with the upgrade."""
         context = self.context
+        client = self.client
+        server = context.server
+        session = self.session
         self.opened = True
         self._arm_heartbeat()
-        context.notify("open", self.client)
-        context.invoke(context.server.on_open, self.client, self.client)
+        if session is not None and resume is not None:
+            session.resume(self, resume)
+        else:
+            if session is not None:
+                session.start(self, resume_failed)
+                if resume_failed is not None:
+                    context.invoke(server.on_resume_failed, client, client, resume_failed)
+            context.notify("open", client)
+            context.invoke(server.on_open, client, client)
         if leftover and not self.stream.is_closing:
             self.data_received(memoryview(leftover))
 
@@ -127,6 +155,10 @@ class WebSocketDriver:
     @property
     def is_closed(self) -> bool:
         return self.stream.closed
+
+    @property
+    def takes_messages(self) -> bool:
+        return self.is_open
 
     # -- input -------------------------------------------------------------
 
@@ -153,6 +185,7 @@ class WebSocketDriver:
         reactor = context.reactor
         translate = server.translate_message
         rate = self._rate
+        session = self.session
         left = EVENTS_PER_TURN
         while not self._over_high_water and self._rate_timer is None:
             if left < EVENTS_PER_TURN and (not left or reactor.time() >= reactor.step_deadline):
@@ -171,6 +204,14 @@ class WebSocketDriver:
                     self._take_rate(rate, len(event.data))
                 if context.stopping:
                     continue
+                if session is not None:
+                    try:
+                        event = session.receive(event)
+                    except ResumeError as exc:
+                        self.close_for_policy(str(exc), exc)
+                        continue
+                    if event is None:
+                        continue  # the session's own control message
                 if translate is not None and context.invoke(translate, client, client, event):
                     continue
                 context.invoke(server.on_message, client, client, event)
@@ -244,18 +285,25 @@ class WebSocketDriver:
             self.ws.deflate.release()
         context = self.context
         client = self.client
-        context.forget_client(client)
-        client.attach_state(CLOSED)
-        if client.close_code is None:
-            ws = self.ws
-            # A Close frame of ours that was never answered is no closing
-            # handshake (1006); one that failed the connection tells why it ended.
-            closed = ws.close_received or (ws.close_sent if ws.state is State.CLOSED else None)
-            client.close_code, client.close_reason = closed if closed else (CloseCode.ABNORMAL, "")
-        if self.opened:
-            self.opened = False
-            context.notify("close", client)
-            context.invoke(context.server.on_client_closed, client, client)
+        session = self.session
+        if session is not None and session.driver is not self:
+            context.connection_lost(self)  # its session went on on a newer connection
+            return
+        ws = self.ws
+        # A Close frame of ours that was never answered is no closing
+        # handshake (1006); one that failed the connection tells why it ended.
+        closed = ws.close_received or (ws.close_sent if ws.state is State.CLOSED else None)
+        code, reason = closed if closed else (CloseCode.ABNORMAL, "")
+        if session is not None:
+            # Gone without meaning to end the session: kept for a resume.
+            vanished = code == CloseCode.ABNORMAL or self._peer_silent or (ws.close_received is not None and code == CloseCode.GOING_AWAY)
+            if self.opened and vanished and session.went_away(self, (client.close_code or code, client.close_reason or reason)):
+                client.close_code, client.close_reason = None, ""
+                context.connection_lost(self)
+                return
+            session.end()
+        opened, self.opened = self.opened, False
+        context.client_ended(client, code, reason, opened)
         context.connection_lost(self)  # last: it may end a stop, after on_client_closed
 
     # -- output ------------------------------------------------------------
@@ -343,7 +391,7 @@ class WebSocketDriver:
     def _overflow(self) -> None:
         """A message would take the client past ``max_write_buffer``: it is
         closed with 1008 instead (nothing is dropped silently)."""
-        self._close_slow_client(BufferError(f"client does not read what it is sent ({self.buffered_amount} bytes waiting)"))
+        self.close_for_policy(_SLOW, BufferError(f"client does not read what it is sent ({self.buffered_amount} bytes waiting)"))
 
     def _flush(self) -> None:
         """Move what the protocol queued to the socket; watch the high-water mark."""
@@ -364,12 +412,14 @@ class WebSocketDriver:
     def _grace_expired(self) -> None:
         self._grace_timer = None
         if self.is_open:
-            self._close_slow_client(TimeoutError("client does not read what it is sent"))
+            self.close_for_policy(_SLOW, TimeoutError(_SLOW))
 
-    def _close_slow_client(self, error: Exception) -> None:
-        """Close with 1008; the Close frame waits behind the backlog, so
-        ``close_timeout`` drops TCP if the client still does not read."""
-        reason = "client does not read what it is sent"
+    def close_for_policy(self, reason: str, error: Exception) -> None:
+        """Close with 1008 and ``reason``, and report ``error``; the Close
+        frame waits behind the backlog, so ``close_timeout`` drops TCP if
+        the client still does not read."""
+        if self.session is not None:
+            self.session.ending = True
         self.client.close_code, self.client.close_reason = CloseCode.POLICY_VIOLATION, reason
         self.context.report_error(self.client, error)
         self.start_close(CloseCode.POLICY_VIOLATION, reason)
@@ -412,6 +462,7 @@ class WebSocketDriver:
             if self.last_seen >= self._ping_sent_at:
                 self._ping_sent_at = None
             elif timeout is not None and now >= self._ping_sent_at + timeout:
+                self._peer_silent = True
                 self._fail(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
                 return
             else:

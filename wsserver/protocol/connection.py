@@ -175,7 +175,7 @@ class PreparedMessage:
     its compressed bytes between connections whose compression has no
     context (:attr:`PerMessageDeflate.shared_key`)."""
 
-    __slots__ = ("opcode", "frames", "size", "payload", "deflated")
+    __slots__ = ("opcode", "frames", "size", "payload", "deflated", "_prefixed")
 
     def __init__(self, opcode: int, frames: tuple[Payload, ...], size: int, payload: Payload) -> None:
         self.opcode = opcode
@@ -186,6 +186,21 @@ class PreparedMessage:
         self.payload = payload
         #: Its compressed forms by shared key, made when first needed.
         self.deflated: dict[tuple[int, int, int], tuple[Payload, ...] | DeflateJob] | None = None
+        self._prefixed: tuple[bytes, PreparedMessage] | None = None
+
+    def with_prefix(self, prefix: bytes) -> PreparedMessage:
+        """The same message with ``prefix`` (ASCII) before its payload, made
+        once and then shared, as the message itself is, by every connection
+        it is queued on."""
+        cached = self._prefixed
+        if cached is not None and cached[0] == prefix:
+            return cached[1]
+        payload = self.payload
+        # Large ASCII text stays encoded late; bytes are copied once.
+        payload = AsciiText(prefix.decode("ascii") + payload.text[payload.start :]) if isinstance(payload, AsciiText) else prefix + payload
+        prefixed = _prepare(self.opcode, payload)
+        self._prefixed = (prefix, prefixed)
+        return prefixed
 
 
 # ASCII text over this size may be encoded as it is sent (see prepare_message).

@@ -25,6 +25,13 @@ interface WsRpcOptions {
   maxDelay?: number;
   /** WebSocket subprotocols to ask for. */
   protocols?: string | string[];
+  /**
+   * A resumable session (default false; the server needs resume=ResumePolicy(...)):
+   * a drop loses no message either way, and calls in flight wait for their answer.
+   */
+  resume?: boolean;
+  /** Messages kept for a resume until the program acknowledges them (default 1024); past it the session cannot resume. */
+  resumeMaxMessages?: number;
 }
 
 /** A function the program may call: positional params, or one object for named ones. */
@@ -60,8 +67,12 @@ declare class WsRpc {
   onopen: (() => void) | null;
   /** Called each time the connection drops. */
   onclose: ((event: CloseEvent) => void) | null;
-  /** Called with each message that is not JSON-RPC. */
+  /** Called with each message that is not JSON-RPC (binary ones are ArrayBuffers with {resume: true}). */
   onmessage: ((data: string | Blob | ArrayBuffer) => void) | null;
+  /** {resume: true}: called after the session came back with nothing lost. */
+  onresumed: (() => void) | null;
+  /** {resume: true}: called when the session could not come back; reload the page's state. */
+  onresumefailed: ((reason: string) => void) | null;
 
   /** Call a method of the program with positional params; rejects with a WsRpcError. */
   call<T = unknown>(method: string, ...params: unknown[]): Promise<T>;

@@ -25,6 +25,17 @@
  * "rpc.ping" and, without an answer within pingTimeout, drops that socket
  * and connects again at once; a client waiting to reconnect does so at
  * once too.
+ *
+ * With {resume: true} (and a server made with resume=ResumePolicy(...)),
+ * a drop loses nothing: the session comes back with every message either
+ * side missed, each once and in order. Calls in flight then wait for
+ * their answer (within their timeout) instead of failing, and
+ * rpc.onresumed runs. Should the session be past saving (away too long,
+ * or more missed than is kept), rpc.onresumefailed(reason) runs: calls in
+ * flight and messages not yet delivered are dropped (calls rejected with
+ * CONNECTION_CLOSED) and the page should reload its state. Binary
+ * messages arrive as ArrayBuffers in this mode. See wsserver.resume for
+ * the wire format.
  */
 (function (global) {
   "use strict";
@@ -35,6 +46,12 @@
   const INTERNAL_ERROR = -32603;
   const CALL_TIMED_OUT = -32000;
   const CONNECTION_CLOSED = -32001;
+  // The prefixes of a resumable session's messages: application, control.
+  const DATA = ".";
+  const CONTROL = "!";
+  const DATA_BYTE = 0x2e;
+  // Acknowledge what arrived within this many ms, if not ackEvery messages first.
+  const ACK_DELAY = 250;
 
   class WsRpcError extends Error {
     constructor(code, message, data) {
@@ -59,6 +76,17 @@
     return { code: INTERNAL_ERROR, message: String(error && error.message !== undefined ? error.message : error) };
   }
 
+  // An application message of a resumable session, as it goes on the wire.
+  function numbered(data) {
+    if (typeof data === "string") return DATA + data;
+    if (typeof Blob !== "undefined" && data instanceof Blob) return new Blob([new Uint8Array([DATA_BYTE]), data]);
+    const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+    const framed = new Uint8Array(bytes.length + 1);
+    framed[0] = DATA_BYTE;
+    framed.set(bytes, 1);
+    return framed;
+  }
+
   class WsRpc {
     /** Connect, and resolve once the connection is open (reject if the first attempt fails). */
     static connect(url, options) {
@@ -68,13 +96,31 @@
 
     constructor(url, options) {
       this.url = url || pageServerUrl();
-      this.options = Object.assign({ timeout: 30000, pingTimeout: 5000, reconnect: true, minDelay: 250, maxDelay: 10000, protocols: undefined }, options);
+      this.options = Object.assign(
+        { timeout: 30000, pingTimeout: 5000, reconnect: true, minDelay: 250, maxDelay: 10000, protocols: undefined, resume: false, resumeMaxMessages: 1024 },
+        options
+      );
       /** Called with no argument each time the connection opens. */
       this.onopen = null;
       /** Called with the CloseEvent each time the connection drops. */
       this.onclose = null;
       /** Called with the data of each message that is not JSON-RPC (text or binary). */
       this.onmessage = null;
+      /** {resume: true}: called with no argument after a session came back whole. */
+      this.onresumed = null;
+      /** {resume: true}: called with the reason when a session could not come back. */
+      this.onresumefailed = null;
+      // A resumable session: its token, the application messages received
+      // and sent in it, the sent ones not yet acknowledged (as framed),
+      // and whether the current socket carries it yet.
+      this._token = null;
+      this._receivedCount = 0;
+      this._acknowledged = 0;
+      this._ackEvery = 1;
+      this._ackTimer = null;
+      this._sentCount = 0;
+      this._unacked = [];
+      this._ready = false;
       this._methods = new Map();
       this._pending = new Map(); // our calls by id: {resolve, reject, timer, socket}
       this._queue = []; // texts waiting for the connection: {text, id}
@@ -98,6 +144,9 @@
         [global, "pageshow", (event) => { if (event.persisted) check(); }], // back from the back-forward cache
         [doc, "visibilitychange", () => { if (doc.visibilityState === "visible") check(); }],
         [doc, "resume", check], // a frozen page thawed
+        // A page unloaded for good ends its session (one kept in the
+        // back-forward cache may come back, and resume).
+        [global, "pagehide", (event) => { if (this.options.resume && !event.persisted) this.close(); }],
       ].filter(([target]) => target && target.addEventListener);
       for (const [target, name, listener] of this._wakers) target.addEventListener(name, listener);
       this._open();
@@ -105,7 +154,7 @@
 
     /** Whether the connection is open now. */
     get connected() {
-      return this._socket !== null && this._socket.readyState === WebSocket.OPEN;
+      return this._socket !== null && this._socket.readyState === WebSocket.OPEN && (this._ready || !this.options.resume);
     }
 
     /** Call a method of the program with positional params. */
@@ -142,6 +191,7 @@
     close() {
       this._closing = true;
       clearTimeout(this._retry);
+      clearTimeout(this._ackTimer);
       for (const [target, name, listener] of this._wakers) target.removeEventListener(name, listener);
       const socket = this._socket;
       this._dropped(socket, null);
@@ -170,18 +220,19 @@
       this._request("rpc.ping", [], this.options.pingTimeout)
         .then(
           () => {},
-          () => { if (this._socket === socket) this._abandon(socket); }
+          () => { if (this._socket === socket) this._abandon(socket, 4000, "no answer to rpc.ping"); }
         )
         .then(() => { this._checking = false; });
     }
 
     // Give up on a socket that does not answer: closing it would wait for
     // a closing handshake that never comes, so act as if it had closed.
-    _abandon(socket) {
+    _abandon(socket, code, reason) {
       socket.onopen = socket.onmessage = socket.onclose = null;
-      socket.close(4000, "no answer to rpc.ping");
+      socket.close(code, reason);
       this._socket = null;
-      const event = { code: 1006, reason: "no answer to rpc.ping", wasClean: false };
+      this._ready = false;
+      const event = { code: 1006, reason: reason, wasClean: false };
       this._dropped(socket, event);
       if (this.onclose) this.onclose(event);
       this._attempt = 0;
@@ -209,7 +260,8 @@
     }
 
     _send(text, id) {
-      if (this.connected) this._write(this._socket, text, id);
+      if (this.options.resume) this._transmit(text);
+      else if (this.connected) this._write(this._socket, text, id);
       else if (!this._closing) this._queue.push({ text, id });
     }
 
@@ -219,29 +271,149 @@
       socket.send(text);
     }
 
+    // A message of a resumable session: numbered, kept until the program
+    // acknowledges it, and sent now if the session is connected (else
+    // when it resumes). Past resumeMaxMessages the oldest is let go: the
+    // session cannot resume then, and both sides are told when it tries.
+    _transmit(data) {
+      if (this._closing) return;
+      const framed = numbered(data);
+      this._sentCount++;
+      this._unacked.push(framed);
+      if (this._unacked.length > this.options.resumeMaxMessages) this._unacked.shift();
+      if (this.connected) this._socket.send(framed);
+    }
+
+    // The URL of the next connect: a new session, or the one to resume.
+    _sessionUrl() {
+      const url = new URL(this.url, global.location ? global.location.href : undefined);
+      url.searchParams.set("wsserver-resume", this._token || "new");
+      if (this._token) {
+        url.searchParams.set("wsserver-received", String(this._receivedCount));
+        url.searchParams.set("wsserver-first", String(this._sentCount - this._unacked.length + 1));
+      }
+      return url.href;
+    }
+
+    // What arrived on a resumable session's socket.
+    _arrived(data, socket) {
+      if (typeof data === "string" && data[0] === CONTROL) {
+        let message = null;
+        try {
+          message = JSON.parse(data.slice(1));
+        } catch (error) {
+          message = null;
+        }
+        this._control(message, socket);
+        return;
+      }
+      const isData = typeof data === "string" ? data[0] === DATA : new Uint8Array(data, 0, Math.min(1, data.byteLength))[0] === DATA_BYTE;
+      if (!this._ready || !isData) {
+        this._refuse(socket, "not a resumable session's message (was the server made with resume=ResumePolicy()?)");
+        return;
+      }
+      this._receivedCount++;
+      if (this._receivedCount - this._acknowledged >= this._ackEvery) this._acknowledge();
+      else if (this._ackTimer === null) this._ackTimer = setTimeout(() => this._acknowledge(), ACK_DELAY);
+      this._received(data.slice(1), socket);
+    }
+
+    _control(message, socket) {
+      const kind = message && message.type;
+      if (kind === "session") {
+        const failed = this._token !== null ? message.resumeFailed || "the session could not resume" : null;
+        this._token = message.token;
+        this._ackEvery = message.ackEvery;
+        this._receivedCount = this._acknowledged = 0;
+        if (failed !== null) {
+          // What the old session held is not delivered: the page starts over.
+          this._unacked = [];
+          this._sentCount = 0;
+          this._rejectPending(null, "resume failed: " + failed);
+        }
+        this._joined(socket);
+        if (failed !== null && this.onresumefailed) this.onresumefailed(failed);
+      } else if (kind === "resumed" && Number.isInteger(message.received)) {
+        this._release(message.received);
+        this._joined(socket);
+        if (this.onresumed) this.onresumed();
+      } else if (kind === "ack" && Number.isInteger(message.received)) {
+        this._release(message.received);
+      } else {
+        this._refuse(socket, "unknown control message");
+      }
+    }
+
+    // The program does not speak the resume protocol: trying again would
+    // not help, so this client closes for good (connect() rejects).
+    _refuse(socket, reason) {
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      socket.close(4002, reason.slice(0, 120));
+      this._socket = null;
+      const event = { code: 4002, reason: reason, wasClean: false };
+      this._rejectFirst(new WsRpcError(CONNECTION_CLOSED, reason));
+      this.close();
+      if (this.onclose) this.onclose(event);
+    }
+
+    // The socket carries the session now: send what the program lacks.
+    _joined(socket) {
+      this._ready = true;
+      for (const framed of this._unacked) socket.send(framed);
+      this._opened();
+    }
+
+    // The program has our messages up to number `received`.
+    _release(received) {
+      const first = this._sentCount - this._unacked.length + 1;
+      if (received >= first) this._unacked.splice(0, received - first + 1);
+    }
+
+    _acknowledge() {
+      clearTimeout(this._ackTimer);
+      this._ackTimer = null;
+      if (this.connected && this._acknowledged !== this._receivedCount) {
+        this._acknowledged = this._receivedCount;
+        this._socket.send(CONTROL + JSON.stringify({ type: "ack", received: this._receivedCount }));
+      }
+    }
+
+    _opened() {
+      this._attempt = 0;
+      this._everOpened = true;
+      this._resolveFirst();
+      if (this.onopen) this.onopen();
+    }
+
     _open() {
       let socket;
       try {
-        socket = new WebSocket(this.url, this.options.protocols);
+        socket = new WebSocket(this.options.resume ? this._sessionUrl() : this.url, this.options.protocols);
       } catch (error) {
         this._closing = true;
         this._rejectFirst(error);
         return;
       }
       this._socket = socket;
-      socket.onopen = () => {
-        this._attempt = 0;
-        this._everOpened = true;
-        const queue = this._queue;
-        this._queue = [];
-        for (const entry of queue) this._write(socket, entry.text, entry.id);
-        this._resolveFirst();
-        if (this.onopen) this.onopen();
-      };
-      socket.onmessage = (event) => this._received(event.data, socket);
+      this._ready = false;
+      if (this.options.resume) {
+        // The session begins with the program's first message, not at open.
+        socket.binaryType = "arraybuffer";
+        this._acknowledged = this._receivedCount; // the connect's query says as much
+        socket.onmessage = (event) => this._arrived(event.data, socket);
+      } else {
+        socket.onopen = () => {
+          const queue = this._queue;
+          this._queue = [];
+          for (const entry of queue) this._write(socket, entry.text, entry.id);
+          this._opened();
+        };
+        socket.onmessage = (event) => this._received(event.data, socket);
+      }
       socket.onclose = (event) => {
         if (this._socket !== socket) return;
         this._socket = null;
+        this._ready = false;
         if (!this._everOpened) this._closing = true; // the first attempt failed: connect() rejects
         this._dropped(socket, event);
         if (this.onclose) this.onclose(event);
@@ -258,19 +430,26 @@
       };
     }
 
-    // End the calls that depended on `socket` (all of them once closing for good).
+    // End the calls that depended on `socket` (all of them once closing
+    // for good; in a resumable session, calls depend on the session).
     _dropped(socket, event) {
       const forGood = this._closing;
-      for (const [id, pending] of this._pending) {
-        if (forGood || (socket !== null && pending.socket === socket)) {
-          clearTimeout(pending.timer);
-          this._pending.delete(id);
-          pending.reject(new WsRpcError(CONNECTION_CLOSED, "Connection closed", event ? event.code : undefined));
-        }
-      }
+      this._rejectPending(forGood ? null : socket, event ? event.code : undefined);
       if (forGood) {
         this._queue = [];
+        this._unacked = [];
         this._rejectFirst(new WsRpcError(CONNECTION_CLOSED, "Could not connect to " + this.url));
+      }
+    }
+
+    // Reject the calls sent on `socket` (every call, when null).
+    _rejectPending(socket, data) {
+      for (const [id, pending] of this._pending) {
+        if (socket === null || pending.socket === socket) {
+          clearTimeout(pending.timer);
+          this._pending.delete(id);
+          pending.reject(new WsRpcError(CONNECTION_CLOSED, "Connection closed", data));
+        }
       }
     }
 
@@ -326,14 +505,16 @@
     // Answer on the connection the call came by: on another it would be a
     // stray answer (the program ended that call when the connection dropped).
     _answer(socket, id, body) {
-      if (id === undefined || socket.readyState !== WebSocket.OPEN) return; // a notification has no answer
+      if (id === undefined) return; // a notification has no answer
+      if (!this.options.resume && socket.readyState !== WebSocket.OPEN) return;
       let text;
       try {
         text = JSON.stringify(Object.assign({ jsonrpc: "2.0", id: id }, body));
       } catch (error) {
         text = JSON.stringify({ jsonrpc: "2.0", id: id, error: { code: INTERNAL_ERROR, message: "Result is not JSON: " + error.message } });
       }
-      socket.send(text);
+      if (this.options.resume) this._transmit(text); // the session carries it, across drops
+      else socket.send(text);
     }
   }
 
