@@ -17,6 +17,10 @@ which reads what is typed in the window's publish box, and the window's
 "Ask every page" button calls ``page.status()`` in every page and logs the
 answers as they come.
 
+Pages keep their session through a drop (``wsserver.resume``): a phone
+that slept comes back to the room with every line it missed, and what it
+sent meanwhile arrives once.
+
 With ``--lan`` the room is for phones: the window shows a QR code of a
 one-time pairing link, and only paired devices (and this machine) get the
 page or a WebSocket; a paired device can be revoked from the client list.
@@ -35,6 +39,7 @@ from typing import Any, Protocol
 import wsserver
 from wsserver.http.pairing import PairedDevice, Pairing
 from wsserver.lan import lan_bind_address
+from wsserver.resume import ResumePolicy
 from wsserver.rpc import JsonRpc, RpcError
 
 PAGE = pathlib.Path(__file__).with_name("chat.html")
@@ -86,7 +91,7 @@ class ChatRoom:
 
     def __init__(self, view: RoomView, server: wsserver.Server | None = None, pair: bool = False) -> None:
         self.view = view
-        self.server = server or wsserver.Server()
+        self.server = server or wsserver.Server(resume=ResumePolicy())
         self.members: dict[int, Member] = {}
         self.history: collections.deque[str] = collections.deque(maxlen=HISTORY)
         self.page = PAGE.read_text(encoding="utf-8")
@@ -94,6 +99,7 @@ class ChatRoom:
         server.on_open = self._on_open
         server.on_message = self._on_message
         server.on_client_closed = self._on_client_closed
+        server.on_resumed = self._on_resumed
         server.on_error = self._on_error
         server.before_stop = self._on_stopping
         self.stopping = False
@@ -205,6 +211,9 @@ class ChatRoom:
         self._broadcast({"kind": "chat", "from": member.label, "text": text})
         self.view.logged(f"{member.label}: {text}")
 
+    def _on_resumed(self, client: wsserver.Client) -> None:
+        self.view.logged(f"{self._label(client)} came back (nothing missed)")
+
     def _on_client_closed(self, client: wsserver.Client) -> None:
         member = self.members.pop(client.id, None)
         if member is None:
@@ -228,7 +237,8 @@ class ChatRoom:
             self.history.append(line)
         self.server.publish(line)
         for member in self.members.values():
-            if self.server.is_connected(member.id):
+            client = self.server.client(member.id)
+            if client is not None and (client.is_connected or client.is_away):
                 member.sent += 1
                 self.view.member_changed(member)
 
