@@ -80,6 +80,8 @@ _DATA_BYTE = b"."
 #: Seconds after a message arrives within which it is acknowledged, when
 #: ``ack_every`` messages have not come first.
 ACK_DELAY = 0.25
+#: Kept messages one turn sends again at most, after a resume.
+REPLAY_PER_TURN = 64
 
 
 class ResumeError(Exception):
@@ -224,6 +226,7 @@ class ResumableSession:
         self.ending = False
         self.ended = False
         self._acknowledged = 0  # how many received we last acknowledged
+        self._next = 1  # the number of the next message to hand to the driver
         self._ack_timer: Timer | None = None
         self._away_timer: Timer | None = None
         self._away_status: tuple[int, str] = (CloseCode.ABNORMAL, "")
@@ -277,9 +280,11 @@ class ResumableSession:
         self.replay.append(numbered)
         self.replay_bytes += numbered.size
         driver = self.driver
-        if driver is not None and driver.is_open:
-            # False means this connection is going (it is replayed on the
-            # next), or the client does not read and is being closed.
+        if driver is not None and self._next == self.sent:
+            # Not behind a replay: straight on. (False means this connection
+            # is going, and it is replayed on the next, or the client does
+            # not read and is being closed.)
+            self._next += 1
             driver.send_prepared(numbered)
         return self.takes_messages
 
@@ -323,8 +328,8 @@ class ResumableSession:
             raise ResumeError("a control message is a JSON object with a type") from None
         if kind != "ack" or type(received) is not int:
             raise ResumeError(f"unknown control message {kind!r}")
-        if not self.first_held - 1 <= received <= self.sent:
-            raise ResumeError(f"the page acknowledges {received} messages; {self.first_held - 1} to {self.sent} were sent and unacknowledged")
+        if not self.first_held - 1 <= received < self._next:
+            raise ResumeError(f"the page acknowledges {received} messages; {self.first_held - 1} to {self._next - 1} were sent and unacknowledged")
         self._release(received)
 
     def _release(self, received: int) -> None:
@@ -358,6 +363,7 @@ class ResumableSession:
     def start(self, driver: WebSocketDriver, failure: str | None) -> None:
         """The session's first connection is open: tell the page its token."""
         self.driver = driver
+        self._next = self.sent + 1
         hello = {"type": "session", "token": self.token, "ackEvery": self.policy.ack_every}
         if failure is not None:
             hello["resumeFailed"] = failure
@@ -365,7 +371,7 @@ class ResumableSession:
 
     def resume(self, driver: WebSocketDriver, offer: ResumeOffer) -> None:
         """The page is back on ``driver``: say how many of its messages
-        arrived, then send what it missed, then run ``on_resumed``. A
+        arrived, start sending what it missed, and run ``on_resumed``. A
         connection the server still held for it (the drop went unnoticed)
         is dropped."""
         old, self.driver = self.driver, driver
@@ -379,12 +385,32 @@ class ResumableSession:
         self._release(offer.received)
         self._acknowledged = self.received
         driver.send_prepared(_control(type="resumed", received=self.received))
-        for message in self.replay:
-            driver.send_prepared(message)
-        server = self.context.server
-        self.context.invoke(server.on_resumed, client, client)
-        if driver.writable:
-            self.context.invoke(server.on_drain, client, client)  # writable again, as after a drop that was a backlog
+        self._next = offer.received + 1
+        self.replay_more()
+        self.context.invoke(self.context.server.on_resumed, client, client)
+
+    @property
+    def replaying(self) -> bool:
+        """Whether kept messages wait to be sent again (new ones queue behind them)."""
+        return self._next <= self.sent
+
+    def replay_more(self) -> None:
+        """Hand the driver the next kept messages: a turn's worth, within the
+        poll step's budget and while the client is writable. The driver
+        calls again on its next turn, or once the client has drained."""
+        driver = self.driver
+        if driver is None:
+            return
+        reactor = self.context.reactor
+        replay = self.replay
+        count = 0
+        while self._next <= self.sent and driver.writable:
+            if count and (count >= REPLAY_PER_TURN or reactor.time() >= reactor.step_deadline):
+                driver.stream.request_turn()
+                return
+            driver.send_prepared(replay[self._next - self.first_held])
+            self._next += 1
+            count += 1
 
     def went_away(self, driver: WebSocketDriver, status: tuple[int, str]) -> bool:
         """``driver``'s connection ended with ``status``: keep the session

@@ -171,6 +171,8 @@ class WebSocketDriver:
         self._turn_pending = False
         if self.ws.compressing:
             self._compress_more()
+        if self.session is not None and self.session.replaying:
+            self.session.replay_more()
         self._handle_events()
 
     def _handle_events(self) -> None:
@@ -275,6 +277,8 @@ class WebSocketDriver:
             self._handle_events()  # what it sent meanwhile, still unparsed; reading resumes
         if self.ws.compressing:
             self._compress_more()
+        if self.session is not None and self.session.replaying:
+            self.session.replay_more()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         for timer in (self._close_timer, self._heartbeat_timer, self._grace_timer, self._rate_timer, self._deflate_timer):
