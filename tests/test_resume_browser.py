@@ -37,7 +37,7 @@ START = """(async () => {
   window.got = [];
   window.events = [];
   window.sent = 0;
-  const rpc = await WsRpc.connect(undefined, {resume: true, minDelay: 50, maxDelay: 200, pingTimeout: 300});
+  const rpc = await WsRpc.connect(undefined, Object.assign({resume: true, minDelay: 50, maxDelay: 200, pingTimeout: 300}, %s));
   window.rpc = rpc;
   events.push("open");
   rpc.onopen = () => events.push("open");
@@ -137,8 +137,9 @@ def scenario(make_server: Callable[..., Server]) -> Iterator[Scenario]:
     made.relay.close()
 
 
-def run_page(scenario: Scenario, tmp_path: Path, steps: Callable[[Any, str], Any]) -> Worker:
-    """Open the page through the relay in Chromium, start it, and run
+def run_page(scenario: Scenario, tmp_path: Path, steps: Callable[[Any, str], Any], options: str = "{}") -> Worker:
+    """Open the page through the relay in Chromium, start it (its client
+    made with ``options`` besides the defaults), and run
     ``steps(browser, session)`` on the browser's thread."""
     from chromium import Chromium
 
@@ -147,7 +148,7 @@ def run_page(scenario: Scenario, tmp_path: Path, steps: Callable[[Any, str], Any
         # once a second: the page's pace is the test's, not the browser's.
         with Chromium(tmp_path / "profile", 60.0, flags=("--disable-background-timer-throttling",)) as browser:
             session = browser.open(f"http://127.0.0.1:{scenario.relay.port}/")
-            browser.evaluate(session, START % TOTAL)
+            browser.evaluate(session, START % (options, TOTAL))
             return steps(browser, session)
 
     worker = Worker(browse)
@@ -271,4 +272,25 @@ def test_a_gap_older_than_the_buffer_fails_the_resume_on_both_sides(make_server:
     reason = "the session is unknown or has ended"
     assert events[-2:] == ["open", f"resume failed: {reason}"]
     assert len(scenario.opened) == 2 and scenario.failed == [(scenario.opened[1], reason)]
+    assert scenario.resumed == []
+
+
+def test_a_page_that_kept_too_few_of_its_own_fails_the_resume_on_both_sides(scenario: Scenario, tmp_path: Path) -> None:
+    """The page keeps at most 5 of its messages unacknowledged
+    (``resumeMaxMessages``) and goes on sending while it is away for a
+    second: coming back, it no longer holds what the program missed, and
+    both sides are told instead of the program skipping them."""
+    page = run_page(
+        scenario, tmp_path, lambda browser, session: browser.evaluate(session, EVENTS % "resume failed"), "{resumeMaxMessages: 5, minDelay: 2000, maxDelay: 2000}"
+    )
+    scenario.pump(lambda: len(scenario.received) >= 10, "the page to send")
+    client = scenario.opened[0]
+    scenario.relay.silence()
+    scenario.drop_from_the_server()
+    scenario.relay.cut_silent()
+    scenario.pump(lambda: not page.is_alive(), "the page to be told")
+    events = page.outcome()
+    assert events[-2].startswith("open") and events[-1].startswith("resume failed: the page no longer holds its messages")
+    assert scenario.closed == [client] and client.close_code == 1008 and client.close_reason.startswith("resume failed: the page no longer holds")
+    assert len(scenario.opened) == 2 and [new for new, _ in scenario.failed] == [scenario.opened[1]]
     assert scenario.resumed == []

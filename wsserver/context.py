@@ -79,6 +79,8 @@ class ServerContext:
         self.websockets: dict[int, Outlet] = {}
         #: Every resumable session, by token, until it ends.
         self.sessions: dict[str, ResumableSession] = {}
+        #: The resumable sessions whose page is away.
+        self.away: set[ResumableSession] = set()
         #: Called once no connection is left (a stop that does not wait sets it).
         self.on_idle: Callable[[], Any] | None = None
         self._client_ids = itertools.count(1)

@@ -98,6 +98,11 @@ class ResumePolicy:
         the sessions it was published to: this bounds what one session
         holds on to, not always what it alone costs.
     :param away_timeout: seconds a session may stay away before it ends.
+    :param max_away: sessions kept away at once; a connection that drops
+        when that many are away ends its session, as without resume. With
+        ``max_bytes``, it bounds what away sessions hold in all (and what
+        a peer that connects and vanishes over and over can make the
+        server keep).
 
     Going past either buffer limit ends the session (``on_client_closed``,
     close code 1008) rather than forgetting a message: a page that comes
@@ -107,10 +112,11 @@ class ResumePolicy:
     max_messages: int = 1024
     max_bytes: int = 1024 * 1024
     away_timeout: float = 60.0
+    max_away: int = 1024
 
     def __post_init__(self) -> None:
-        if self.max_messages < 1 or self.max_bytes < 1 or not self.away_timeout > 0:
-            raise ValueError("a ResumePolicy keeps at least one message and byte, for a positive away_timeout")
+        if self.max_messages < 1 or self.max_bytes < 1 or not self.away_timeout > 0 or self.max_away < 0:
+            raise ValueError("a ResumePolicy keeps at least one message and byte, for a positive away_timeout, and max_away is not negative")
 
     @property
     def ack_every(self) -> int:
@@ -375,6 +381,7 @@ class ResumableSession:
         connection the server still held for it (the drop went unnoticed)
         is dropped."""
         old, self.driver = self.driver, driver
+        self.context.away.discard(self)
         if old is not None:
             old.stream.abort(ConnectionResetError("the page resumed its session on a new connection"))
         if self._away_timer is not None:
@@ -415,8 +422,10 @@ class ResumableSession:
     def went_away(self, driver: WebSocketDriver, status: tuple[int, str]) -> bool:
         """``driver``'s connection ended with ``status``: keep the session
         for a resume (True) unless the server is ending it."""
-        if self.ending or self.context.stopping:
+        context = self.context
+        if self.ending or context.stopping or len(context.away) >= self.policy.max_away:
             return False
+        context.away.add(self)
         self.driver = None
         self._away_status = status
         if self._ack_timer is not None:
@@ -447,6 +456,7 @@ class ResumableSession:
         self.ending = self.ended = True
         self.driver = None
         self.context.sessions.pop(self.token, None)
+        self.context.away.discard(self)
         for timer in (self._ack_timer, self._away_timer):
             if timer is not None:
                 timer.cancel()

@@ -284,9 +284,8 @@ class Server:
             self._listener.close()
             for driver in list(context.connections):
                 driver.shutdown()
-            for session in list(context.sessions.values()):
-                if session.is_away:
-                    session.expire(CloseCode.GOING_AWAY, "server stopping")
+            for session in list(context.away):
+                session.expire(CloseCode.GOING_AWAY, "server stopping")
         except BaseException:
             self._stopped()
             raise

@@ -505,6 +505,9 @@ class HttpDriver:
             context.upgraded(self, driver, client, driver)
             driver.open(self.parser.take_buffered())
             return
+        if claim.session is not None:
+            # The page may be back from another address (a new network).
+            client.request, client.remote_address = request, self.stream.peer_address
         session = claim.session or claim.new_session(client)
         driver = WebSocketDriver(context, self.stream, client, deflate, session)
         context.upgraded(self, driver, client, session)
