@@ -358,6 +358,8 @@ class ResumableSession:
         """Why ``offer`` cannot resume this session (None if it can)."""
         if binding != self.binding:
             return "the session belongs to another page"
+        if self.ending:
+            return "the server is ending the session"
         if offer.received > self.sent:
             return f"the page counts {offer.received} messages from the server, which sent {self.sent}"
         if offer.received + 1 < self.first_held:
