@@ -37,7 +37,7 @@ from swarm import Harness, raise_open_file_limit
 from wsserver import Client, Request, Server, UpgradeResponse
 from wsserver.http.sessions import Session, Sessions
 from wsserver.protocol import Data, Message, Opcode
-from wsserver.resume import ACK_DELAY, REPLAY_PER_TURN, ResumableSession, ResumePolicy
+from wsserver.resume import ACK_DELAY, CLOSE_TO_RESUME, REPLAY_PER_TURN, ResumableSession, ResumePolicy
 
 # -- the page's side of the protocol --------------------------------------------
 
@@ -263,6 +263,19 @@ class Page:
         self.ready = True
         for data in self.outbox[received:]:
             self._transmit(prefixed(data))
+
+
+def refused_status(server: Server, url: str) -> int:
+    """The HTTP status an upgrade to ``url`` is refused with (it must be refused)."""
+
+    def upgrade() -> int:
+        try:
+            with connect(url, proxy=None, open_timeout=DEADLINE):
+                raise AssertionError("the upgrade was accepted")
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    return int(run_client(server, upgrade))
 
 
 @pytest.fixture
@@ -786,33 +799,53 @@ def test_a_resume_refused_by_on_upgrade_to_websocket_ends_the_session(make_serve
 
     server.on_upgrade_to_websocket = hook
     drop_and_wait(page, client)
-    url = page.url()
-
-    def resume() -> int:
-        try:
-            with connect(url, proxy=None, open_timeout=DEADLINE):
-                raise AssertionError("the upgrade was accepted")
-        except InvalidStatus as exc:
-            return exc.response.status_code
-
-    assert run_client(server, resume) == 403
+    assert refused_status(server, page.url()) == 403
     assert asked == [client]
     assert recorder.closed[client.id] == 1 and client.close_code == 1008 and "on_upgrade_to_websocket" in client.close_reason
     assert page.token not in server._context.sessions and recorder.resumed == []
     stop_and_check(server, recorder)
 
 
+def test_a_session_ended_by_the_upgrade_hook_is_not_resumed(make_server: Callable[..., Server], pages: Callable[..., Page]) -> None:
+    """``on_upgrade_to_websocket`` ends the session it is asked to resume
+    (``client.close()``): the upgrade gets 409, the session ends once, and
+    the page's next attempt starts a new session, told why."""
+    server, recorder, page, client = open_page(make_server, pages)
+    server.on_upgrade_to_websocket = lambda asking, request, response, subprotocols, origin: asking.close(1000, "signed out")
+    drop_and_wait(page, client)
+    assert refused_status(server, page.url()) == 409
+    assert recorder.closed[client.id] == 1 and (client.close_code, client.close_reason) == (1000, "signed out")
+    server.on_upgrade_to_websocket = None
+    hello = page.connect()
+    assert hello["type"] == "session" and hello["resumeFailed"] == "the session is unknown or has ended"
+    assert recorder.resumed == [] and recorder.closed[client.id] == 1
+    stop_and_check(server, recorder)
+
+
+def test_a_close_frame_sent_with_send_data_ends_the_session(make_server: Callable[..., Server], pages: Callable[..., Page]) -> None:
+    """A Close frame the program sends itself (``send_data``) means to end
+    the session, as ``close()`` does: the page's echo (1001 here) does not
+    leave it away."""
+    server, recorder, page, client = open_page(make_server, pages)
+    assert server.send_data(client, b"\x03\xe9", Opcode.CLOSE)
+    pump_until(server, lambda: recorder.closed[client.id] == 1, what="the session to end")
+    assert not client.is_away and client.close_code == 1001
+    stop_and_check(server, recorder)
+
+
 # -- 5. Going Away -------------------------------------------------------------------------
 
 
-def test_a_page_closing_with_going_away_keeps_its_session(make_server: Callable[..., Server], pages: Callable[..., Page]) -> None:
-    """Close 1001 (a page put in the back-forward cache) leaves the session
-    away, not ended: what is sent meanwhile waits, and the page resumes."""
+@pytest.mark.parametrize("code", [1001, CLOSE_TO_RESUME], ids=["going away", "close to resume"])
+def test_a_page_closing_with_going_away_keeps_its_session(make_server: Callable[..., Server], pages: Callable[..., Page], code: int) -> None:
+    """Close 1001 (a page put in the back-forward cache) or 4001 (a page
+    that gave up a connection it found dead) leaves the session away, not
+    ended: what is sent meanwhile waits, and the page resumes."""
     server, recorder, page, client = open_page(make_server, pages)
-    page.close(1001, "")
+    page.close(code, "")
     pump_until(server, lambda: client.is_away, what="the session to go away")
     assert recorder.closed == Counter() and client.close_code is None
-    assert [code for c, code, _ in recorder.closes if c is client] == [1001]
+    assert [closed for c, closed, _ in recorder.closes if c is client] == [code]
     client.send("s1")
     page.send("p1")
     assert page.connect() == {"type": "resumed", "received": 0}
@@ -938,6 +971,8 @@ BAD_MESSAGES: dict[str, Data] = {
     "received that is not an int": '!{"type":"ack","received":1.0}',
     "ack of more than was sent": '!{"type":"ack","received":3}',
     "ack going back": '!{"type":"ack","received":0}',
+    "control too long to be one": '!{"type":"ack","received":0,"pad":"' + "x" * 300 + '"}',
+    "control nested past the parser's stack": "!" + "[" * 100_000,
 }
 
 
@@ -991,16 +1026,7 @@ def test_a_malformed_resume_query_is_refused_with_400(make_server: Callable[...,
     counts out of range, is refused before the upgrade: HTTP 400."""
     server = make_server(resume=ResumePolicy())
     recorder = ResumeRecorder(server)
-    url = ws_url(server, "/?" + query)
-
-    def client() -> int:
-        try:
-            with connect(url, proxy=None, open_timeout=DEADLINE):
-                raise AssertionError("the upgrade was accepted")
-        except InvalidStatus as exc:
-            return exc.response.status_code
-
-    assert run_client(server, client) == 400
+    assert refused_status(server, ws_url(server, "/?" + query)) == 400
     assert recorder.opened == [] and server._context.sessions == {} and server.client_count() == 0
 
 

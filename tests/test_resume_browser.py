@@ -294,3 +294,34 @@ def test_a_page_that_kept_too_few_of_its_own_fails_the_resume_on_both_sides(scen
     assert scenario.closed == [client] and client.close_code == 1008 and client.close_reason.startswith("resume failed: the page no longer holds")
     assert len(scenario.opened) == 2 and [new for new, _ in scenario.failed] == [scenario.opened[1]]
     assert scenario.resumed == []
+
+
+def test_a_page_asking_a_server_without_resume_is_told_so(make_server: Callable[..., Server], tmp_path: Path) -> None:
+    """``{resume: true}`` against a server made without ``resume=``: the
+    connection opens but no session starts, so ``connect()`` rejects
+    (after ``pingTimeout``) with a reason that names the fix, instead of
+    waiting or reconnecting for ever; the server saw a plain client come
+    and go."""
+    from chromium import AVAILABLE, Chromium
+
+    if not AVAILABLE:
+        pytest.skip("chromium is not installed (bash .ci/run installs the Debian package)")
+    server = make_server()
+    server.http_server.route("/", handler=lambda request: PAGE)
+    JsonRpc(server)  # serves /wsserver-rpc.js
+    closed: list[Client] = []
+    server.on_client_closed = closed.append
+
+    def browse() -> Any:
+        with Chromium(tmp_path / "profile", 60.0) as browser:
+            session = browser.open(str(server.http_server.get_url()))
+            return browser.evaluate(
+                session, "WsRpc.connect(undefined, {resume: true, pingTimeout: 300}).then(() => 'connected', (error) => [error.code, error.message])"
+            )
+
+    page = Worker(browse)
+    page.start()
+    pump_until(server, lambda: not page.is_alive(), 60.0, "the page to give up")
+    code, message = page.outcome()
+    assert code == -32001 and "resume=ResumePolicy()" in message
+    assert [client.close_code for client in closed] == [4002]

@@ -21,9 +21,11 @@ both sides are told: ``on_resume_failed(client, reason)`` on the server,
 before ``on_open``, and the page's own event.
 
 A session goes away, instead of ending, when its connection ends without a
-closing handshake (1006), by the heartbeat's timeout, or by the page's
-Close 1001 (Going Away: a page the browser put in its back-forward cache
-sends it, and may come back).
+closing handshake (1006), by the heartbeat's timeout, by the page's Close
+1001 (Going Away: a page the browser put in its back-forward cache sends
+it, and may come back), or by the page's Close 4001
+(:data:`CLOSE_TO_RESUME`: it gives up a connection it found dead, and
+resumes on another). ``on_close`` runs for those Close frames all the same.
 
 **The resume token** (128 random bits) is sent to the page over its own
 connection. A resume must come from the same ``Origin`` and with the same
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
     from .http.request import Request
     from .reactor import Timer
 
-__all__ = ["ResumePolicy", "ResumableSession", "ResumeOffer", "ResumeClaim", "ResumeError", "QUERY_TOKEN"]
+__all__ = ["ResumePolicy", "ResumableSession", "ResumeOffer", "ResumeClaim", "ResumeError", "QUERY_TOKEN", "CLOSE_TO_RESUME", "keeps_session"]
 
 #: The query parameters of a connect that asks for a resumable session.
 QUERY_TOKEN = "wsserver-resume"
@@ -82,6 +84,18 @@ _DATA_BYTE = b"."
 ACK_DELAY = 0.25
 #: Kept messages one turn sends again at most, after a resume.
 REPLAY_PER_TURN = 64
+#: The Close code of a page that gives up a connection to resume its
+#: session on another (a private-use code, RFC 6455 section 7.4.2).
+CLOSE_TO_RESUME = 4001
+#: The longest control message: they are small JSON objects.
+MAX_CONTROL = 256
+
+
+def keeps_session(code: int, from_page: bool, peer_silent: bool) -> bool:
+    """Whether a connection that ended with ``code`` leaves its session
+    away rather than ending it: it ended without a closing handshake, the
+    page went silent, or the page's Close said it may come back."""
+    return code == CloseCode.ABNORMAL or peer_silent or (from_page and code in (CloseCode.GOING_AWAY, CLOSE_TO_RESUME))
 
 
 class ResumeError(Exception):
@@ -93,10 +107,15 @@ class ResumePolicy:
     """How much of a session is kept for a page that is away.
 
     :param max_messages: messages the server keeps that the page has not
-        acknowledged (sent while it was away, or in flight when it dropped).
-    :param max_bytes: the same, in frame bytes. A message is shared between
-        the sessions it was published to: this bounds what one session
-        holds on to, not always what it alone costs.
+        acknowledged: sent while it was away, or not acknowledged yet while
+        it is connected (the page acknowledges every ``max_messages / 4``
+        messages or 250 ms, so a burst of more than ``max_messages``
+        within a round trip passes the limit too).
+    :param max_bytes: the same, in frame bytes; a message larger than this
+        ends its session at once. The default is ``write_limit``'s. A
+        message is shared between the sessions it was published to: this
+        bounds what one session holds on to, not always what it alone
+        costs.
     :param away_timeout: seconds a session may stay away before it ends.
     :param max_away: sessions kept away at once; a connection that drops
         when that many are away ends its session, as without resume. With
@@ -109,8 +128,8 @@ class ResumePolicy:
     back then is told its resume failed.
     """
 
-    max_messages: int = 1024
-    max_bytes: int = 1024 * 1024
+    max_messages: int = 4096
+    max_bytes: int = 4 * 1024 * 1024
     away_timeout: float = 60.0
     max_away: int = 1024
 
@@ -298,6 +317,8 @@ class ResumableSession:
         """Raw control frames pass through; data frames would not be numbered."""
         if opcode < Opcode.CLOSE:
             raise ValueError("send_data() cannot send data frames on a resumable session: they would not be numbered or replayed; use send()")
+        if opcode == Opcode.CLOSE:
+            self.ending = True
         return self.driver is not None and self.driver.send_frame(opcode, payload, fin, rsv1, rsv2, rsv3)
 
     def start_close(self, code: int, reason: str) -> None:
@@ -327,6 +348,8 @@ class ResumableSession:
         return Message(message.type, data[1:])
 
     def _control(self, text: str) -> None:
+        if len(text) > MAX_CONTROL:
+            raise ResumeError(f"a control message is at most {MAX_CONTROL} characters")
         try:
             fields = json.loads(text)
             kind, received = fields["type"], fields["received"]

@@ -478,6 +478,10 @@ class HttpDriver:
         if not response.refused and subprotocol is not None and subprotocol not in offer.subprotocols:
             context.report_error(client, ValueError(f"subprotocol {subprotocol!r} was not offered by the client"))
             response.error_status(500, "server chose a subprotocol the client did not offer")
+        if claim is not None and claim.session is not None and not claim.session.takes_messages and not response.refused:
+            # The hook (or what it set off) ended the session: there is
+            # nothing to resume. The page's next attempt is told so.
+            response.error_status(409, "the session ended while its resume was being accepted; connect again")
         if response.refused:
             if claim is not None and claim.session is not None:
                 # A revoked device, say: its session ends with the refusal.

@@ -50,7 +50,7 @@ from ..protocol import (
     State,
     as_bytes,
 )
-from ..resume import ResumeError
+from ..resume import ResumeError, keeps_session
 
 if TYPE_CHECKING:
     from ..context import ServerContext
@@ -300,7 +300,7 @@ class WebSocketDriver:
         code, reason = closed if closed else (CloseCode.ABNORMAL, "")
         if session is not None:
             # Gone without meaning to end the session: kept for a resume.
-            vanished = code == CloseCode.ABNORMAL or self._peer_silent or (ws.close_received is not None and code == CloseCode.GOING_AWAY)
+            vanished = keeps_session(code, ws.close_received is not None, self._peer_silent)
             if self.opened and vanished and session.went_away(self, (client.close_code or code, client.close_reason or reason)):
                 client.close_code, client.close_reason = None, ""
                 context.connection_lost(self)

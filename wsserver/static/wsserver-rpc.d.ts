@@ -30,7 +30,7 @@ interface WsRpcOptions {
    * a drop loses no message either way, and calls in flight wait for their answer.
    */
   resume?: boolean;
-  /** Messages kept for a resume until the program acknowledges them (default 1024); past it the session cannot resume. */
+  /** Messages kept for a resume until the program acknowledges them (default 4096); past it the session cannot resume. */
   resumeMaxMessages?: number;
 }
 

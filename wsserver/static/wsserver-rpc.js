@@ -52,6 +52,9 @@
   const DATA_BYTE = 0x2e;
   // Acknowledge what arrived within this many ms, if not ackEvery messages first.
   const ACK_DELAY = 250;
+  // The Close code of a connection given up to resume the session on
+  // another: the program keeps the session (wsserver.resume.CLOSE_TO_RESUME).
+  const CLOSE_TO_RESUME = 4001;
 
   class WsRpcError extends Error {
     constructor(code, message, data) {
@@ -97,7 +100,7 @@
     constructor(url, options) {
       this.url = url || pageServerUrl();
       this.options = Object.assign(
-        { timeout: 30000, pingTimeout: 5000, reconnect: true, minDelay: 250, maxDelay: 10000, protocols: undefined, resume: false, resumeMaxMessages: 1024 },
+        { timeout: 30000, pingTimeout: 5000, reconnect: true, minDelay: 250, maxDelay: 10000, protocols: undefined, resume: false, resumeMaxMessages: 4096 },
         options
       );
       /** Called with no argument each time the connection opens. */
@@ -121,6 +124,8 @@
       this._sentCount = 0;
       this._unacked = [];
       this._ready = false;
+      this._handshakeTimer = null;
+      this._heardAt = 0; // when the last message arrived (Date.now())
       this._methods = new Map();
       this._pending = new Map(); // our calls by id: {resolve, reject, timer, socket}
       this._queue = []; // texts waiting for the connection: {text, id}
@@ -216,20 +221,28 @@
       }
       if (!this.connected || this._checking) return;
       const socket = this._socket;
+      const asked = Date.now();
       this._checking = true;
       this._request("rpc.ping", [], this.options.pingTimeout)
         .then(
           () => {},
-          () => { if (this._socket === socket) this._abandon(socket, 4000, "no answer to rpc.ping"); }
+          () => {
+            // Anything that arrived meanwhile shows the connection alive
+            // (the answer may wait behind a long replay).
+            if (this._socket === socket && this._heardAt < asked) this._abandon(socket, "no answer to rpc.ping");
+          }
         )
         .then(() => { this._checking = false; });
     }
 
     // Give up on a socket that does not answer: closing it would wait for
     // a closing handshake that never comes, so act as if it had closed.
-    _abandon(socket, code, reason) {
+    // (Should the Close frame reach the program, a resumable session is
+    // kept: the page resumes it on the next socket.)
+    _abandon(socket, reason) {
       socket.onopen = socket.onmessage = socket.onclose = null;
-      socket.close(code, reason);
+      socket.close(this.options.resume ? CLOSE_TO_RESUME : 4000, reason);
+      clearTimeout(this._handshakeTimer);
       this._socket = null;
       this._ready = false;
       const event = { code: 1006, reason: reason, wasClean: false };
@@ -275,12 +288,13 @@
     // acknowledges it, and sent now if the session is connected (else
     // when it resumes). Past resumeMaxMessages the oldest is let go: the
     // session cannot resume then, and both sides are told when it tries.
+    // (Before the first session, messages wait as they would unresumable.)
     _transmit(data) {
       if (this._closing) return;
       const framed = numbered(data);
       this._sentCount++;
       this._unacked.push(framed);
-      if (this._unacked.length > this.options.resumeMaxMessages) this._unacked.shift();
+      if (this._token !== null && this._unacked.length > this.options.resumeMaxMessages) this._unacked.shift();
       if (this.connected) this._socket.send(framed);
     }
 
@@ -315,7 +329,7 @@
       this._receivedCount++;
       if (this._receivedCount - this._acknowledged >= this._ackEvery) this._acknowledge();
       else if (this._ackTimer === null) this._ackTimer = setTimeout(() => this._acknowledge(), ACK_DELAY);
-      this._received(data.slice(1), socket);
+      this._received(data.slice(1), this._token); // calls are answered within this session
     }
 
     _control(message, socket) {
@@ -334,6 +348,12 @@
         this._joined(socket);
         if (failed !== null && this.onresumefailed) this.onresumefailed(failed);
       } else if (kind === "resumed" && Number.isInteger(message.received)) {
+        if (this._sentCount - this._unacked.length > message.received) {
+          // Let go since this connect named its first: the next connect
+          // names the true one, and the program says the resume failed.
+          this._abandon(socket, "no longer holds what the program missed");
+          return;
+        }
         this._release(message.received);
         this._joined(socket);
         if (this.onresumed) this.onresumed();
@@ -358,6 +378,7 @@
 
     // The socket carries the session now: send what the program lacks.
     _joined(socket) {
+      clearTimeout(this._handshakeTimer);
       this._ready = true;
       for (const framed of this._unacked) socket.send(framed);
       this._opened();
@@ -400,7 +421,18 @@
         // The session begins with the program's first message, not at open.
         socket.binaryType = "arraybuffer";
         this._acknowledged = this._receivedCount; // the connect's query says as much
-        socket.onmessage = (event) => this._arrived(event.data, socket);
+        socket.onopen = () => {
+          this._handshakeTimer = setTimeout(() => {
+            if (this._socket !== socket || this._ready) return;
+            // Open, but no session: a program without resume (for good), or a dead connection.
+            if (this._everOpened) this._abandon(socket, "no session within pingTimeout");
+            else this._refuse(socket, "the program did not start a resumable session (was the server made with resume=ResumePolicy()?)");
+          }, this.options.pingTimeout);
+        };
+        socket.onmessage = (event) => {
+          this._heardAt = Date.now();
+          this._arrived(event.data, socket);
+        };
       } else {
         socket.onopen = () => {
           const queue = this._queue;
@@ -408,10 +440,14 @@
           for (const entry of queue) this._write(socket, entry.text, entry.id);
           this._opened();
         };
-        socket.onmessage = (event) => this._received(event.data, socket);
+        socket.onmessage = (event) => {
+          this._heardAt = Date.now();
+          this._received(event.data, socket);
+        };
       }
       socket.onclose = (event) => {
         if (this._socket !== socket) return;
+        clearTimeout(this._handshakeTimer);
         this._socket = null;
         this._ready = false;
         if (!this._everOpened) this._closing = true; // the first attempt failed: connect() rejects
@@ -453,7 +489,9 @@
       }
     }
 
-    _received(data, socket) {
+    // `channel`: what calls are answered by, the socket (or, in a
+    // resumable session, the session's token) that they came by.
+    _received(data, channel) {
       let items = null;
       if (typeof data === "string" && data.indexOf('"jsonrpc"') !== -1) {
         try {
@@ -468,9 +506,9 @@
         return;
       }
       for (const item of items) {
-        if (typeof item.method === "string") this._called(item, socket);
+        if (typeof item.method === "string") this._called(item, channel);
         else if ("result" in item || "error" in item) this._answered(item);
-        else if ("id" in item) this._answer(socket, item.id, { error: { code: INVALID_REQUEST, message: "Invalid Request" } });
+        else if ("id" in item) this._answer(channel, item.id, { error: { code: INVALID_REQUEST, message: "Invalid Request" } });
       }
     }
 
@@ -487,26 +525,28 @@
       }
     }
 
-    _called(item, socket) {
+    _called(item, channel) {
       const method = this._methods.get(item.method);
       if (!method) {
-        this._answer(socket, item.id, { error: { code: METHOD_NOT_FOUND, message: "Method not found" } });
+        this._answer(channel, item.id, { error: { code: METHOD_NOT_FOUND, message: "Method not found" } });
         return;
       }
       const params = item.params === undefined ? [] : item.params;
       Promise.resolve()
         .then(() => (Array.isArray(params) ? method(...params) : method(params)))
         .then(
-          (result) => this._answer(socket, item.id, { result: result === undefined ? null : result }),
-          (error) => this._answer(socket, item.id, { error: errorObject(error) })
+          (result) => this._answer(channel, item.id, { result: result === undefined ? null : result }),
+          (error) => this._answer(channel, item.id, { error: errorObject(error) })
         );
     }
 
-    // Answer on the connection the call came by: on another it would be a
-    // stray answer (the program ended that call when the connection dropped).
-    _answer(socket, id, body) {
+    // Answer on the connection (or in the session) the call came by: on
+    // another it would be a stray answer (the program ended that call when
+    // the connection dropped, or the session), and might settle a new call
+    // of the same id.
+    _answer(channel, id, body) {
       if (id === undefined) return; // a notification has no answer
-      if (!this.options.resume && socket.readyState !== WebSocket.OPEN) return;
+      if (this.options.resume ? channel !== this._token : channel.readyState !== WebSocket.OPEN) return;
       let text;
       try {
         text = JSON.stringify(Object.assign({ jsonrpc: "2.0", id: id }, body));
@@ -514,7 +554,7 @@
         text = JSON.stringify({ jsonrpc: "2.0", id: id, error: { code: INTERNAL_ERROR, message: "Result is not JSON: " + error.message } });
       }
       if (this.options.resume) this._transmit(text); // the session carries it, across drops
-      else socket.send(text);
+      else channel.send(text);
     }
   }
 
