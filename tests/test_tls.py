@@ -327,13 +327,13 @@ def test_chromium_loads_the_page_over_https_and_opens_wss(ca: Any, tmp_path: Pat
         server.shutdown()
 
 
-def test_pipelined_requests_ending_with_close_notify_are_all_answered(tls_server: Server, client_ssl: ssl.SSLContext) -> None:
-    """TLS takes the client's end of stream in together with its requests;
-    the server must still answer every one, over more than one turn."""
-    count = 40  # more than one turn's worth (32)
+def pipeline_then_close_notify(server: Server, client_ssl: ssl.SSLContext, requests: bytes) -> bytes:
+    """Send pipelined ``requests`` and close_notify in one write (TLS takes
+    the end of stream in together with the requests), then read every
+    answer until the server ends the connection."""
 
     def client() -> bytes:
-        with socket.create_connection(tls_server.get_local_ip(), timeout=DEADLINE) as sock:
+        with socket.create_connection(server.get_local_ip(), timeout=DEADLINE) as sock:
             incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
             tls = client_ssl.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
             while True:
@@ -343,18 +343,47 @@ def test_pipelined_requests_ending_with_close_notify_are_all_answered(tls_server
                 except ssl.SSLWantReadError:
                     sock.sendall(outgoing.read())
                     incoming.write(sock.recv(65536))
-            tls.write(b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * count)
+            tls.write(requests)
             with pytest.raises(ssl.SSLWantReadError):
                 tls.unwrap()  # close_notify, sent with the requests
             sock.sendall(outgoing.read())
+            answers = b""
             while chunk := sock.recv(65536):
                 incoming.write(chunk)
-            answers = b""
-            try:
-                while data := tls.read(65536):
-                    answers += data
-            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                pass
+                try:
+                    while data := tls.read(65536):
+                        answers += data
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    pass
             return answers
 
-    assert run_client(tls_server, client).count(b"HTTP/1.1 200 OK") == count
+    return bytes(run_client(server, client))
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
+def test_pipelined_requests_ending_with_close_notify_are_all_answered(tls_server: Server, client_ssl: ssl.SSLContext) -> None:
+    """The server answers every request that came with the end of stream,
+    over more than one turn, then ends the connection."""
+    count = 40  # more than one turn's worth (32)
+    assert pipeline_then_close_notify(tls_server, client_ssl, get("/index.html") * count).count(b"HTTP/1.1 200 OK") == count
+
+
+def test_the_connection_ends_when_the_budget_runs_out_at_the_last_request(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext, tmp_path: Path) -> None:
+    """The end of stream is taken in while the first answer still streams
+    (a large file), and a budget of zero ends a turn after every request
+    behind it, so the last one is answered just as a turn ends: the
+    connection must still end. (It waited for input that could never come,
+    and the client hung: about one run in 30 of the test above met that by
+    chance.)"""
+    (tmp_path / "big.bin").write_bytes(bytes(4 * 1024 * 1024))
+    server = Server(ssl_context=server_ssl, root=tmp_path, poll_budget=0.0)
+    server.http_server.route("/n", handler=lambda request: "n")
+    server.start("127.0.0.1", 0)
+    try:
+        answers = pipeline_then_close_notify(server, client_ssl, get("/big.bin") + get("/n") * 3)
+        assert answers.count(b"HTTP/1.1 200 OK") == 4
+    finally:
+        server.shutdown()

@@ -163,9 +163,12 @@ class HttpDriver:
         reactor = self.reactor
         served = 0
         while self._body is None and self._upload is None and not self._upgraded and not self.stream.is_closing:
-            if served and (served >= REQUESTS_PER_TURN or reactor.time() >= reactor.step_deadline):
-                if parser.has_partial_request or parser.buffered_size:
-                    self._wait_for_turn()  # many pipelined requests: the others go first
+            # Many pipelined requests: the others go first. (With nothing
+            # left to parse, the loop goes on to find that out, and to close
+            # a connection whose input has ended: no more input would come
+            # to give it another turn.)
+            if served and (parser.has_partial_request or parser.buffered_size) and (served >= REQUESTS_PER_TURN or reactor.time() >= reactor.step_deadline):
+                self._wait_for_turn()
                 return
             served += 1
             try:
