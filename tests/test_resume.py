@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import socket
 import struct
 import time
@@ -475,6 +476,84 @@ def test_a_drop_without_close_resumes_with_every_message_once_in_order(make_serv
     assert recorder.opened == [client] and recorder.failed == [] and recorder.closed == Counter()
     assert client.is_connected and not client.is_away and server.client(client.id) is client
     assert page.sessions == 1 and page.failures == []
+    stop_and_check(server, recorder)
+
+
+PAGES_IN_CHAOS = 4
+CHAOS_STEPS = 400
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_drops_and_resumes_of_several_pages_lose_nothing(make_server: Callable[..., Server], pages: Callable[..., Page], seed: int) -> None:
+    """Several pages, a few hundred random steps: the server sends to one
+    page or publishes to all, pages send, connections drop in every way a
+    network drops them (a reset, a FIN, messages lost in flight, a drop
+    the server has not noticed when the page comes back) and pages resume
+    whenever they like, with messages crossing both ways all the while
+    and the server polled in between. At the end every page has every
+    message the server accepted for it, and the server every message of
+    every page, each exactly once and in order; each page kept its one
+    session, ``on_resumed`` ran once per resume, nothing failed or closed."""
+    rng = random.Random(seed)
+    server = make_server(resume=ResumePolicy())
+    recorder = ResumeRecorder(server)
+    group = [pages(server) for _ in range(PAGES_IN_CHAOS)]
+    for page in group:
+        assert page.connect()["type"] == "session"
+    clients = list(recorder.opened)
+    for_page: list[list[Data]] = [[] for _ in group]  # what the server accepted for each page
+    resumes = 0
+    for step in range(CHAOS_STEPS):
+        i = rng.randrange(len(group))
+        page, client = group[i], clients[i]
+        action = rng.choices(["send", "send large", "publish", "page sends", "drop", "resume"], weights=[4, 1, 2, 4, 1, 2])[0]
+        if action == "send":
+            assert client.send(f"s{step}") is True
+            for_page[i].append(f"s{step}")
+        elif action == "send large":  # written over several turns: a drop may cut it
+            large = step.to_bytes(4, "big") * 50_000
+            assert client.send(large) is True
+            for_page[i].append(large)
+        elif action == "publish":
+            assert server.publish(f"all{step}") is True
+            for expected in for_page:
+                expected.append(f"all{step}")
+        elif action == "page sends":
+            page.send(f"p{step}")
+        elif action == "drop" and page.ws is not None:
+            how = rng.choice(["reset", "fin", "lost in flight", "unnoticed"])
+            if how == "unnoticed":
+                page.forget()
+            else:
+                if how == "lost in flight":
+                    page.lose_network()
+                    page.send(f"p{step}")
+                page.drop("fin" if how == "fin" else "reset")
+        elif action == "resume" and page.ws is None:
+            assert page.connect() == {"type": "resumed", "received": session_of(client).received}
+            resumes += 1
+        server.poll(0)
+        for each in group:
+            each.take()
+
+    for page in group:
+        if page.ws is None:
+            assert page.connect()["type"] == "resumed"
+            resumes += 1
+
+    def everything_arrived() -> bool:
+        for each in group:
+            each.take()
+        return all(len(page.got) == len(expected) and len(recorder.got(client)) == len(page.outbox) for page, client, expected in zip(group, clients, for_page))
+
+    pump_until(server, everything_arrived, what="every message, both ways")
+    for page, client, expected in zip(group, clients, for_page):
+        assert page.got == expected
+        assert recorder.got(client) == page.outbox
+        assert page.sessions == 1 and page.failures == []
+        assert client.is_connected and server.client(client.id) is client
+    assert recorder.opened == clients and len(recorder.resumed) == resumes
+    assert recorder.failed == [] and recorder.closed == Counter()
     stop_and_check(server, recorder)
 
 
