@@ -16,6 +16,7 @@ reset (``SO_LINGER`` 0) or after a ``shutdown()`` (a FIN).
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import random
 import socket
@@ -41,6 +42,11 @@ from wsserver.protocol import Data, Message, Opcode
 from wsserver.resume import ACK_DELAY, CLOSE_TO_RESUME, REPLAY_PER_TURN, ResumableSession, ResumePolicy
 
 # -- the page's side of the protocol --------------------------------------------
+
+#: A page keeps its connection beyond any ``with`` block: websockets 17 asks
+#: such a ``connect()`` to say ``legacy=True`` (or it warns); 16, the last
+#: release for Python 3.10, has no such flag and always connects directly.
+HELD_OPEN = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 def prefixed(data: Data) -> Data:
@@ -111,7 +117,7 @@ class Page:
         headers = self.headers
 
         def open_connection() -> ClientConnection:
-            return connect(target, additional_headers=headers, proxy=None, open_timeout=DEADLINE, close_timeout=DEADLINE, ping_interval=None, legacy=True)
+            return connect(target, additional_headers=headers, proxy=None, open_timeout=DEADLINE, close_timeout=DEADLINE, ping_interval=None, **HELD_OPEN)
 
         ws = run_client(self.server, open_connection)
         self.connections.append(ws)
