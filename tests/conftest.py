@@ -7,6 +7,8 @@ until a condition holds, and fail with a clear message at a deadline.
 from __future__ import annotations
 
 import importlib.util
+import pathlib
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,6 +20,20 @@ import pytest
 from wsserver import Client, Server
 
 DEADLINE = 10.0
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_program(relative: str) -> Any:
+    """Import one of the project's programs that is not in a package (an
+    example, a benchmark) from its path below the project's root."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(f"program_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(params=["native", "select"])

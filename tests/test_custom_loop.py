@@ -4,26 +4,19 @@ another thread, and ``select`` on ``fileno()`` beside the program's own pipe."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import pathlib
 import threading
 import time
 
 import pytest
 
-from conftest import DEADLINE, Recorder, Worker
+from conftest import DEADLINE, Recorder, Worker, load_program
 from guiclients import ListeningClient
 from wsserver import Server
 
-EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "custom_loop.py"
-
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("custom_loop_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_program("examples/custom_loop.py")
 
 
 def _echo(url: str, texts: list[str]) -> list[str]:

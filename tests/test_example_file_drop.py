@@ -4,8 +4,6 @@ uploaded into its folder."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -13,20 +11,15 @@ from urllib.parse import urlencode
 
 import pytest
 
+from conftest import load_program
 from rawhttp import fetch
 from test_http_uploads import multipart
 from wsserver import Server
 
-EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "file_drop.py"
-
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("file_drop_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_program("examples/file_drop.py")
 
 
 @pytest.fixture(params=["jinja2", "string.Template"])

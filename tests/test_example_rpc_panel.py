@@ -4,8 +4,6 @@ through the program and the program reads the page's title."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +12,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import pump_until, run_client, ws_url
+from conftest import load_program, pump_until, run_client, ws_url
 from wsserver import Server
-
-EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "rpc_panel.py"
 
 UNLOCK_AND_LIST = """(async () => {
   await fetch("/unlock", {method: "POST"});
@@ -33,10 +29,7 @@ LISTED = """new Promise((resolve) => {
 
 @pytest.fixture
 def panel(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
-    spec = importlib.util.spec_from_file_location("rpc_panel_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_program("examples/rpc_panel.py")
     folder = tmp_path / "shared"
     folder.mkdir()
     for name in ("notes.txt", "photo.jpg"):

@@ -4,23 +4,14 @@ and without permessage-deflate."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
 import pytest
 
+from conftest import load_program
 from wsserver import Server
-
-SOAK = pathlib.Path(__file__).resolve().parent.parent / "bench" / "soak.py"
 
 
 def load_soak():
-    spec = importlib.util.spec_from_file_location("bench_soak", SOAK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_program("bench/soak.py")
 
 
 # Without coverage's line tracer (pytest-cov's no_cover): under it the
