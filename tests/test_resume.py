@@ -33,7 +33,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import DEADLINE, Recorder, pump_until, run_client, ws_url
+from conftest import DEADLINE, Recorder, load_program, pump_until, run_client, ws_url
 from rawws import client_frame, handshake_request
 from swarm import Harness, raise_open_file_limit
 from wsserver import Client, Request, Server, UpgradeResponse
@@ -1340,3 +1340,14 @@ def test_memory_of_a_thousand_away_sessions_under_a_publish_loop(make_server: Ca
     shared = policy.max_messages * 1024
     assert full <= references + shared, f"{per_session:.0f} bytes per away session: more than references to shared messages"
     assert after <= 512 * 1024, f"{after} bytes still held after every session ended"
+
+
+@pytest.mark.slow
+def test_a_thousand_pages_resuming_at_once_each_get_exactly_their_replay() -> None:
+    """``bench/resume_storm.py``, smaller: 1,000 sessions drop at once
+    (a reset each, as when a Wi-Fi access point restarts), 100 messages are
+    published, and every page comes back at once. Each gets ``resumed``
+    and then exactly those 100 messages, in order, and no session ends."""
+    result = load_program("bench/resume_storm.py").resume_storm(sessions=SESSIONS, messages=100, deadline=120.0)
+    print(result.summary())
+    assert result.problems == [] and result.ended == 0
