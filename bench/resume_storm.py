@@ -6,17 +6,19 @@
 What a Wi-Fi access point that restarts does to a program with resumable
 sessions (``wsserver.resume``): every page's connection drops at once
 (a reset, no Close frame), the program goes on publishing, and then every
-page comes back within a moment, each owed the same replay. Raw sockets
-in this process play the pages (a hand-written handshake with the resume
-query, frames read without blocking); the server is pumped by
-``poll(0)`` on this thread, as a GUI loop would, and each step is timed.
+page comes back within a moment, each owed the same replay. ``websockets``
+sans-I/O clients (``tests/swarm.py``) play the pages, stepped on this
+thread between the server's ``poll(0)`` calls, as a GUI loop would pump
+it; each of the server's steps is timed.
 
 Reports whether every page got ``resumed`` and then exactly the messages
 published while it was away, in order, how long the whole replay took, and
 the poll steps' median, p99 and longest. Replays go 64 messages a turn
 within the step's budget, so the steps stay near the budget (2 ms); the
 longest ones are the listener's accepts (32 per readiness event, as in any
-connect storm) and a garbage collection of the young replay buffers.
+connect storm) and garbage collections, which here walk the clients'
+objects as well as the server's. The replays' time includes the clients'
+own work, on the same thread.
 ``tests/test_resume.py`` runs a smaller storm for its correctness.
 """
 
@@ -35,8 +37,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
-from rawws import handshake_request, read_frame, read_http_head  # noqa: E402
-from swarm import raise_open_file_limit  # noqa: E402
+from swarm import Swarm, raise_open_file_limit  # noqa: E402
 from wsserver import Client, Server  # noqa: E402
 from wsserver.resume import ResumePolicy  # noqa: E402
 
@@ -66,51 +67,12 @@ class StormResult:
         )
 
 
-class Page:
-    """One page's raw socket, read without blocking, frames parsed as they come."""
-
-    def __init__(self, address: tuple[str, int], token: str) -> None:
-        self.sock = socket.create_connection(address)
-        self.sock.sendall(handshake_request(f"/?wsserver-resume={token}&wsserver-received=0&wsserver-first=1"))
-        self.sock.setblocking(False)
-        self.buffer = bytearray()
-        self.head: bytes | None = None
-        self.messages: list[str] = []
-        self.closed = False
-
-    def read(self) -> None:
-        try:
-            while chunk := self.sock.recv(1 << 20):
-                self.buffer += chunk
-            self.closed = True
-        except BlockingIOError:
-            pass
-        if self.head is None:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            self.head = bytes(self.buffer[:end])
-            del self.buffer[: end + 4]
-        while len(self.buffer) >= 2:
-            length, offset = self.buffer[1] & 0x7F, 2
-            if length == 126:
-                if len(self.buffer) < 4:
-                    return
-                (length,), offset = struct.unpack_from("!H", self.buffer, 2), 4
-            if len(self.buffer) < offset + length:
-                return
-            self.messages.append(self.buffer[offset : offset + length].decode())
-            del self.buffer[: offset + length]
-
-
 def resume_storm(sessions: int = 1000, messages: int = 500, deadline: float = 120.0) -> StormResult:
     raise_open_file_limit(2 * sessions + 256)
     result = StormResult(sessions, messages)
     server = Server(resume=ResumePolicy(max_away=sessions, away_timeout=600.0), max_connections=sessions + BATCH)
     server.start("127.0.0.1", 0)
-    opened: list[Client] = []
     ended: list[Client] = []
-    server.on_open = opened.append
     server.on_client_closed = ended.append
     address = server.get_local_ip()
     assert address is not None
@@ -124,23 +86,28 @@ def resume_storm(sessions: int = 1000, messages: int = 500, deadline: float = 12
             server.poll(0)
             result.steps.append(time.perf_counter() - started)
 
+    host, port = address
+    first = Swarm(f"ws://{host}:{port}/")
+    again = Swarm(f"ws://{host}:{port}/")
+
+    def pump_pages(swarm: Swarm, condition: Callable[[], bool], what: str) -> None:
+        def stepped() -> bool:
+            swarm.step()
+            return condition()
+
+        pump(stepped, what)
+
     try:
         # Every page connects with a new session and reads its token.
-        first: list[socket.socket] = []
-        for _ in range(0, sessions, BATCH):
-            batch = [socket.create_connection(address) for _ in range(BATCH)]
-            for sock in batch:
-                sock.sendall(handshake_request("/?wsserver-resume=new"))
-            first.extend(batch)
-            pump(lambda: len(opened) == len(first), "the new sessions")
-        tokens = []
-        for sock in first:
-            sock.settimeout(10.0)
-            assert read_http_head(sock).startswith(b"HTTP/1.1 101 ")
-            tokens.append(json.loads(read_frame(sock)[2][1:])["token"])
-            # Gone without a Close frame: a reset.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.close()
+        for at in range(0, sessions, BATCH):
+            count = min(BATCH, sessions - at)
+            first.open(count, host, port, ["/?wsserver-resume=new"] * count)
+            pump_pages(first, lambda: all(page.messages or page.tcp_closed for page in first.clients), "the new sessions")
+        tokens = [json.loads(page.messages[0][1:])["token"] for page in first.clients]
+        # Gone without a Close frame: a reset each, as the swarm closes them.
+        for page in first.clients:
+            page.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        first.stop()
         pump(lambda: server.connection_count() == 0, "every session to be away")
         owed = [f"m{n}" for n in range(1, messages + 1)]
         for data in owed:
@@ -149,29 +116,21 @@ def resume_storm(sessions: int = 1000, messages: int = 500, deadline: float = 12
         # Every page comes back at once.
         result.steps.clear()
         started = time.monotonic()
-        pages: list[Page] = []
         for at in range(0, sessions, BATCH):
-            pages.extend(Page(address, token) for token in tokens[at : at + BATCH])
-            pump(lambda: server.connection_count() == len(pages), "the resumes to be accepted")
-
-        def all_replayed() -> bool:
-            for page in pages:
-                if len(page.messages) <= messages and not page.closed:
-                    page.read()
-            return all(len(page.messages) > messages or page.closed for page in pages)
-
-        pump(all_replayed, "every replay")
+            again.open(min(BATCH, sessions - at), host, port, [f"/?wsserver-resume={token}&wsserver-received=0&wsserver-first=1" for token in tokens[at : at + BATCH]])
+            pump_pages(again, lambda: server.connection_count() == len(again.clients), "the resumes to be accepted")
+        pump_pages(again, lambda: all(len(page.messages) > messages or page.tcp_closed for page in again.clients), "every replay")
         result.seconds = time.monotonic() - started
         result.ended = len(ended)
         expected = ["." + data for data in owed]
-        for n, page in enumerate(pages):
-            if page.head is None or not page.head.startswith(b"HTTP/1.1 101 "):
-                result.problems.append(f"page {n}: no upgrade ({page.head!r})")
+        for n, page in enumerate(again.clients):
+            if not page.opened:
+                result.problems.append(f"page {n}: no upgrade (HTTP {page.status})")
             elif not page.messages or json.loads(page.messages[0][1:]) != {"type": "resumed", "received": 0} or page.messages[1:] != expected:
                 result.problems.append(f"page {n}: {len(page.messages)} messages, first {page.messages[:2]}")
-        for page in pages:
-            page.sock.close()
     finally:
+        first.stop()
+        again.stop()
         server.shutdown()
     return result
 

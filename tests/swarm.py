@@ -16,7 +16,7 @@ import resource
 import selectors
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from websockets.client import ClientProtocol
@@ -44,13 +44,14 @@ def raise_open_file_limit(needed: int) -> None:
 class SwarmClient:
     """One client of a :class:`Swarm`; read its fields from any thread."""
 
-    def __init__(self, swarm: Swarm, index: int) -> None:
+    def __init__(self, swarm: Swarm, index: int, path: str | None = None) -> None:
         self.swarm = swarm
         self.index = index
-        # Each client asks for its own path, /s<index>, so that the server
-        # side can tell which client a connection is.
+        # Unless told otherwise, each client asks for its own path,
+        # /s<index>, so that the server side can tell which client a
+        # connection is.
         extensions = [ClientPerMessageDeflateFactory()] if swarm.deflate else None
-        self.protocol = ClientProtocol(parse_uri(f"{swarm.url.rstrip('/')}/s{index}"), max_size=swarm.max_size, extensions=extensions)
+        self.protocol = ClientProtocol(parse_uri(swarm.url.rstrip("/") + (path or f"/s{index}")), max_size=swarm.max_size, extensions=extensions)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.out = bytearray()
@@ -88,11 +89,13 @@ class Swarm:
 
     # -- commands (on the swarm's thread) ---------------------------------
 
-    def open(self, count: int, host: str, port: int) -> list[SwarmClient]:
-        """Start ``count`` connections; their handshakes run as the swarm steps."""
+    def open(self, count: int, host: str, port: int, paths: Sequence[str] | None = None) -> list[SwarmClient]:
+        """Start ``count`` connections (to ``paths``, one each, when given);
+        their handshakes run as the swarm steps."""
+        assert paths is None or len(paths) == count
         new = []
-        for _ in range(count):
-            client = SwarmClient(self, len(self.clients))
+        for n in range(count):
+            client = SwarmClient(self, len(self.clients), None if paths is None else paths[n])
             err = client.sock.connect_ex((host, port))
             if err not in (0, errno.EINPROGRESS):
                 raise OSError(err, "connect failed")
